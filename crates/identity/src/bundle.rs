@@ -206,10 +206,24 @@ impl TrustBundle {
         Ok(bundle)
     }
 
-    /// The bundle in the SPIFFE bundle format, as the Workload API's JWT bundles carry it.
+    /// The whole bundle (X.509 and JWT authorities) in the SPIFFE bundle format, as it is
+    /// published for federation.
     pub fn to_spiffe_json(&self) -> Vec<u8> {
-        let mut keys: Vec<SpiffeBundleKey> = self
-            .x509_authorities
+        self.to_jwks(true)
+    }
+
+    /// The JWT authorities only, as the Workload API's `FetchJWTBundles` carries them.
+    pub fn to_jwt_jwks(&self) -> Vec<u8> {
+        self.to_jwks(false)
+    }
+
+    fn to_jwks(&self, with_x509: bool) -> Vec<u8> {
+        let x509 = if with_x509 {
+            &self.x509_authorities[..]
+        } else {
+            &[]
+        };
+        let mut keys: Vec<SpiffeBundleKey> = x509
             .iter()
             .map(|der| SpiffeBundleKey {
                 key_use: Some("x509-svid".into()),

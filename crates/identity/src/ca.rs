@@ -475,10 +475,10 @@ fn check_ca_certificate(der: &[u8], key: &KeyPair, path: &Path) -> Result<(), Ca
             ));
         }
     }
-    if let Ok(Some(ku)) = cert.key_usage() {
-        if !ku.value.key_cert_sign() {
-            return Err(invalid("key usage lacks keyCertSign".into()));
-        }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err(invalid("key usage lacks keyCertSign".into()));
     }
     if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(key).as_slice() {
         return Err(invalid(

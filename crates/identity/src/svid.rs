@@ -352,6 +352,10 @@ fn check_chain(
 fn webpki_reason(e: &webpki::Error) -> String {
     match e {
         webpki::Error::UnknownIssuer => "issuer is not in the bundle (unknown CA)".into(),
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "signature does not verify with the bundle's CA key (a different CA with the same name?)"
+                .into()
+        }
         webpki::Error::RequiredEkuNotFoundContext(_) => {
             "extended key usage does not allow this TLS role".into()
         }

@@ -307,7 +307,7 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let bundle = self.ca.bundle();
         let response = proto::JwtBundlesResponse {
-            bundles: HashMap::from([(bundle.trust_domain().id_string(), bundle.to_spiffe_json())]),
+            bundles: HashMap::from([(bundle.trust_domain().id_string(), bundle.to_jwt_jwks())]),
         };
         Ok(Response::new(self.single_then_hold(response)))
     }

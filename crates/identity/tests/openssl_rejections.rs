@@ -73,6 +73,10 @@ fn client(fx: &Fixture, leaf: &support::openssl::Leaf) -> Arc<rustls::ClientConf
     )
 }
 
+/// (name, signing CA, leaf extensions, notBefore, notAfter, the rule it must break or None
+/// for the one that must be accepted)
+type Case<'a> = (&'a str, &'a OpensslCa, Vec<String>, String, String, Option<&'a str>);
+
 #[tokio::test]
 async fn every_broken_rule_is_refused_by_name_and_the_good_svid_is_accepted() {
     let fx = fixture();
@@ -92,8 +96,7 @@ async fn every_broken_rule_is_refused_by_name_and_the_good_svid_is_accepted() {
             .collect()
     };
 
-    // (name, signing CA, extensions, start, end, expected rule or None for accept)
-    let cases: Vec<(&str, &OpensslCa, Vec<String>, String, String, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "good",
             &fx.good_ca,
