@@ -75,7 +75,14 @@ fn client(fx: &Fixture, leaf: &support::openssl::Leaf) -> Arc<rustls::ClientConf
 
 /// (name, signing CA, leaf extensions, notBefore, notAfter, the rule it must break or None
 /// for the one that must be accepted)
-type Case<'a> = (&'a str, &'a OpensslCa, Vec<String>, String, String, Option<&'a str>);
+type Case<'a> = (
+    &'a str,
+    &'a OpensslCa,
+    Vec<String>,
+    String,
+    String,
+    Option<&'a str>,
+);
 
 #[tokio::test]
 async fn every_broken_rule_is_refused_by_name_and_the_good_svid_is_accepted() {
