@@ -321,10 +321,11 @@ struct SpiffeBundleKey {
     jwk: Jwk,
 }
 
-/// The bundles of every trust domain a workload trusts, keyed by trust domain.
+/// The bundles of every trust domain a workload trusts, keyed by trust domain name (so a
+/// handshake can look one up from the peer's ID without allocating).
 #[derive(Debug, Clone, Default)]
 pub struct TrustBundleSet {
-    bundles: HashMap<TrustDomain, Arc<TrustBundle>>,
+    bundles: HashMap<String, Arc<TrustBundle>>,
 }
 
 impl TrustBundleSet {
@@ -338,11 +339,19 @@ impl TrustBundleSet {
     /// Adds or replaces the bundle of its trust domain.
     pub fn insert(&mut self, bundle: TrustBundle) {
         self.bundles
-            .insert(bundle.trust_domain.clone(), Arc::new(bundle));
+            .insert(bundle.trust_domain.name().to_owned(), Arc::new(bundle));
     }
 
-    /// The bundle of a trust domain, by name so a handshake need not allocate a key.
+    /// The bundle of a trust domain.
     pub fn get(&self, trust_domain: &TrustDomain) -> Option<&Arc<TrustBundle>> {
+        self.get_by_name(trust_domain.name())
+    }
+
+    /// The bundle of the trust domain with this name (as [`SpiffeId::trust_domain_name`]
+    /// returns it).
+    ///
+    /// [`SpiffeId::trust_domain_name`]: crate::SpiffeId::trust_domain_name
+    pub fn get_by_name(&self, trust_domain: &str) -> Option<&Arc<TrustBundle>> {
         self.bundles.get(trust_domain)
     }
 

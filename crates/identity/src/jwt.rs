@@ -105,7 +105,9 @@ pub fn validate_jwt_svid(
         kid: kid.clone(),
         trust_domain: spiffe_id.trust_domain_name().to_owned(),
     };
-    let bundle = bundles.get(&spiffe_id.trust_domain()).ok_or_else(unknown)?;
+    let bundle = bundles
+        .get_by_name(spiffe_id.trust_domain_name())
+        .ok_or_else(unknown)?;
     let authority = bundle
         .jwt_authorities()
         .iter()

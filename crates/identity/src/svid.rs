@@ -321,12 +321,13 @@ fn check_chain(
     role: PeerRole,
     now: UnixTime,
 ) -> Result<(), SvidRejection> {
-    let trust_domain = id.trust_domain();
-    let Some(bundle) = bundles.get(&trust_domain) else {
-        return Err(SvidRejection::UnknownTrustDomain { trust_domain });
+    let Some(bundle) = bundles.get_by_name(id.trust_domain_name()) else {
+        return Err(SvidRejection::UnknownTrustDomain {
+            trust_domain: id.trust_domain(),
+        });
     };
     let untrusted = |reason: String| SvidRejection::UntrustedChain {
-        trust_domain: trust_domain.clone(),
+        trust_domain: id.trust_domain(),
         reason,
     };
     let end_entity =

@@ -58,13 +58,21 @@ fn fixture() -> Fixture {
 
 /// A client that presents `chain`/`key` as is and verifies the server as Warden does.
 fn client(fx: &Fixture, leaf: &support::openssl::Leaf) -> Arc<rustls::ClientConfig> {
+    client_with_versions(fx, leaf, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_with_versions(
+    fx: &Fixture,
+    leaf: &support::openssl::Leaf,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let verifier = SpiffeServerCertVerifier::new(
         fx.server_identity.clone(),
         Authorizer::exactly(SpiffeId::new("spiffe://example.org/ns/server/sa/server").unwrap()),
     );
     Arc::new(
         rustls::ClientConfig::builder_with_provider(warden_identity::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -351,4 +359,51 @@ async fn a_bad_client_certificate_does_not_take_down_the_listener() {
         assert!(id.is_some());
         assert!(server.outcomes.recv().await.unwrap().is_ok());
     }
+}
+
+#[tokio::test]
+async fn tls12_peers_get_the_same_verification() {
+    let fx = fixture();
+    let config = server_config(
+        fx.server_identity.clone(),
+        Authorizer::any_in([TrustDomain::new("example.org").unwrap()]),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    let mut server = support::serve(config).await;
+    let ext = svid_extensions("spiffe://example.org/ns/legacy/sa/agent");
+    let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
+    let good = fx.good_ca.sign_leaf(
+        "tls12-good",
+        &ext,
+        &time_from_now(-60),
+        &time_from_now(3600),
+    );
+    let expired = fx.good_ca.sign_leaf(
+        "tls12-expired",
+        &ext,
+        &time_from_now(-7200),
+        &time_from_now(-3600),
+    );
+    let tls12 = [&rustls::version::TLS12];
+
+    let client = client_with_versions(&fx, &good, &tls12);
+    let server_id = support::connect(server.addr, client).await.unwrap();
+    assert_eq!(
+        server_id.unwrap().as_str(),
+        "spiffe://example.org/ns/server/sa/server"
+    );
+    let seen = server.outcomes.recv().await.unwrap().unwrap();
+    assert_eq!(
+        seen.unwrap().as_str(),
+        "spiffe://example.org/ns/legacy/sa/agent"
+    );
+
+    let client = client_with_versions(&fx, &expired, &tls12);
+    assert!(support::connect(server.addr, client).await.is_err());
+    let err = server.outcomes.recv().await.unwrap().unwrap_err();
+    assert_eq!(
+        PeerRejected::from_io_error(&err).map(|r| r.reason()),
+        Some("not_expired")
+    );
 }
