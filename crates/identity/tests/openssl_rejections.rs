@@ -267,65 +267,62 @@ async fn every_broken_rule_is_refused_by_name_and_the_good_svid_is_accepted() {
 #[tokio::test]
 async fn a_client_refuses_a_server_that_breaks_a_rule_and_one_outside_its_authorizer() {
     let fx = fixture();
-    let expired_ext = svid_extensions("spiffe://example.org/ns/server/sa/server");
-    let ext: Vec<&str> = expired_ext.iter().map(String::as_str).collect();
-    let expired = fx.good_ca.sign_leaf(
+    let expired = leaf_for(
+        &fx.good_ca,
         "expired-server",
-        &ext,
-        &time_from_now(-7200),
-        &time_from_now(-3600),
+        "spiffe://example.org/ns/server/sa/server",
+        -7200,
+        -3600,
     );
-    // A server config that presents the expired certificate as is.
-    let config =
-        rustls::ServerConfig::builder_with_provider(warden_identity::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs(&expired.cert), key(&expired.key))
-            .unwrap();
-    let server = support::serve(config).await;
-    let client_config = warden_identity::tls::client_config(
-        fx.server_identity.clone(),
-        Authorizer::exactly(SpiffeId::new("spiffe://example.org/ns/server/sa/server").unwrap()),
-    )
-    .unwrap();
-    let err = support::connect(server.addr, Arc::new(client_config))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        PeerRejected::from_io_error(&err).map(|r| r.reason()),
-        Some("not_expired")
-    );
+    let rejected = dial_server_presenting(&fx, &expired).await;
+    assert_eq!(rejected.reason(), "not_expired");
 
     // A valid server whose ID is not the one the client expects.
-    let ok_ext = svid_extensions("spiffe://example.org/ns/impostor/sa/server");
-    let ext: Vec<&str> = ok_ext.iter().map(String::as_str).collect();
-    let impostor =
-        fx.good_ca
-            .sign_leaf("impostor", &ext, &time_from_now(-60), &time_from_now(3600));
-    let config =
-        rustls::ServerConfig::builder_with_provider(warden_identity::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs(&impostor.cert), key(&impostor.key))
-            .unwrap();
-    let server = support::serve(config).await;
-    let client_config = warden_identity::tls::client_config(
-        fx.server_identity.clone(),
-        Authorizer::exactly(SpiffeId::new("spiffe://example.org/ns/server/sa/server").unwrap()),
-    )
-    .unwrap();
-    let err = support::connect(server.addr, Arc::new(client_config))
-        .await
-        .unwrap_err();
-    let rejected = PeerRejected::from_io_error(&err).expect("a PeerRejected");
+    let impostor = leaf_for(
+        &fx.good_ca,
+        "impostor",
+        "spiffe://example.org/ns/impostor/sa/server",
+        -60,
+        3600,
+    );
+    let rejected = dial_server_presenting(&fx, &impostor).await;
     assert_eq!(rejected.reason(), "not_authorized");
     assert!(
         rejected
             .to_string()
             .contains("spiffe://example.org/ns/impostor/sa/server")
     );
+}
+
+/// A well-formed SVID leaf for `id`, valid from `start` to `end` seconds from now.
+fn leaf_for(ca: &OpensslCa, name: &str, id: &str, start: i64, end: i64) -> support::openssl::Leaf {
+    let ext = svid_extensions(id);
+    let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
+    ca.sign_leaf(name, &ext, &time_from_now(start), &time_from_now(end))
+}
+
+/// Starts a plain rustls server presenting `leaf` as is, dials it as a Warden client that
+/// expects the fixture's server ID, and returns why the client refused it.
+async fn dial_server_presenting(fx: &Fixture, leaf: &support::openssl::Leaf) -> PeerRejected {
+    let config =
+        rustls::ServerConfig::builder_with_provider(warden_identity::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs(&leaf.cert), key(&leaf.key))
+            .unwrap();
+    let server = support::serve(config).await;
+    let client_config = warden_identity::tls::client_config(
+        fx.server_identity.clone(),
+        Authorizer::exactly(SpiffeId::new("spiffe://example.org/ns/server/sa/server").unwrap()),
+    )
+    .unwrap();
+    let err = support::connect(server.addr, Arc::new(client_config))
+        .await
+        .unwrap_err();
+    PeerRejected::from_io_error(&err)
+        .cloned()
+        .unwrap_or_else(|| panic!("not a PeerRejected: {err:?}"))
 }
 
 #[tokio::test]

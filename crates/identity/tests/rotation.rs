@@ -56,6 +56,23 @@ fn client_identity(ca: &CertificateAuthority) -> Arc<IdentityCell> {
     )
 }
 
+fn new_ca(dir: &Path) -> Arc<CertificateAuthority> {
+    Arc::new(CertificateAuthority::init(&dir.join("ca"), &"warden.local".parse().unwrap()).unwrap())
+}
+
+fn assert_rotated_without_failures((count, failures, distinct): (usize, Vec<String>, usize)) {
+    assert!(
+        failures.is_empty(),
+        "{} of {count} handshakes failed: {failures:?}",
+        failures.len()
+    );
+    assert!(count > 20, "only {count} handshakes ran");
+    assert!(
+        distinct >= 3,
+        "the server presented only {distinct} distinct SVIDs"
+    );
+}
+
 /// Runs handshakes back to back for [`LOAD_FOR`]; returns (handshakes, failures, distinct
 /// server certificates seen).
 async fn handshake_loop(
@@ -95,10 +112,7 @@ async fn handshake_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_rotating_every_second_fails_no_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(
-        CertificateAuthority::init(&dir.path().join("ca"), &"warden.local".parse().unwrap())
-            .unwrap(),
-    );
+    let ca = new_ca(dir.path());
     let server_id = id("spiffe://warden.local/ns/server/sa/server");
     let svid_dir = dir.path().join("svid");
     std::fs::create_dir_all(&svid_dir).unwrap();
@@ -123,28 +137,15 @@ async fn file_source_rotating_every_second_fails_no_handshake() {
             }
         })
     };
-    let (count, failures, distinct) =
-        handshake_loop(source.clone(), client_identity(&ca), server_id).await;
+    let outcome = handshake_loop(source.clone(), client_identity(&ca), server_id).await;
     rotator.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {count} handshakes failed: {failures:?}",
-        failures.len()
-    );
-    assert!(count > 20, "only {count} handshakes ran");
-    assert!(
-        distinct >= 3,
-        "the server presented only {distinct} distinct SVIDs"
-    );
+    assert_rotated_without_failures(outcome);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_api_source_rotating_every_second_fails_no_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(
-        CertificateAuthority::init(&dir.path().join("ca"), &"warden.local".parse().unwrap())
-            .unwrap(),
-    );
+    let ca = new_ca(dir.path());
     let server_id = id("spiffe://warden.local/ns/server/sa/server");
     let socket = dir.path().join("agent.sock");
     // TTL 2 s: a new SVID every second.
@@ -167,18 +168,8 @@ async fn workload_api_source_rotating_every_second_fails_no_handshake() {
             .await
             .unwrap(),
     );
-    let (count, failures, distinct) =
-        handshake_loop(source.clone(), client_identity(&ca), server_id).await;
-    assert!(
-        failures.is_empty(),
-        "{} of {count} handshakes failed: {failures:?}",
-        failures.len()
-    );
-    assert!(count > 20, "only {count} handshakes ran");
-    assert!(
-        distinct >= 3,
-        "the server presented only {distinct} distinct SVIDs"
-    );
+    let outcome = handshake_loop(source.clone(), client_identity(&ca), server_id).await;
+    assert_rotated_without_failures(outcome);
     drop(source);
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(5), serving)
