@@ -2,6 +2,7 @@
 //! library crates; see `docs/ARCHITECTURE.md` for how the pieces fit.
 
 mod ca;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,11 @@ enum Command {
     /// serve the SPIFFE Workload API.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Check manifests (a file or directory of YAML): exit 0 when valid and every agent is
+    /// accepted, otherwise each problem on its own line and exit 1.
+    Validate(policy::ValidateArgs),
+    /// Decide one call by the manifests' policy and show why: exit 0 ALLOW, 1 DENY, 2 error.
+    Explain(policy::ExplainArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Ca(cmd) => ca::run(cmd, &cli.state_dir).await,
+            Command::Validate(args) => Ok(policy::validate(args)),
+            Command::Explain(args) => policy::run_explain(args),
         }
     });
     match result {

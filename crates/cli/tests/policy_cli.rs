@@ -1,0 +1,180 @@
+//! `warden validate` and `warden explain` on the example and on broken manifests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace")
+}
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(WARDEN)
+        .args(args)
+        .output()
+        .expect("run warden")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_example_and_lists_every_error_of_a_broken_mesh() {
+    let out = warden(&["validate", example().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("valid: 3 agents"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec: {port: 0}\n---\n\
+         apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {allowedNamespaces: {from: Selector}}\n",
+    )
+    .unwrap();
+    let out = warden(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("broken.yaml: document 1 (Agent ns/a): spec.port"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("document 2 (Agent ns/b): spec.allowedNamespaces.selector: required"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn validate_refuses_a_cross_namespace_reference_the_target_does_not_admit() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(example()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("zz-rogue-tool.yaml"),
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: sneaky, namespace: team-gamma}\n\
+         spec:\n  tools: [{agentRef: {name: specialist, namespace: team-beta}}]\n",
+    )
+    .unwrap();
+    let out = warden(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("zz-rogue-tool.yaml: document 1 (Agent team-gamma/sneaky)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Accepted=False CrossNamespaceReferenceDenied"),
+        "{text}"
+    );
+    assert!(text.contains("team-beta/specialist"), "{text}");
+}
+
+#[test]
+fn explain_allows_denies_and_says_why() {
+    let path = example();
+    let path = path.to_str().unwrap();
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "team-alpha/orchestrator",
+        "--to",
+        "team-beta/specialist",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with(
+        "ALLOW spiffe://warden.local/ns/team-alpha/sa/orchestrator -> team-beta/specialist"
+    ));
+
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "team-gamma/rogue",
+        "--to",
+        "team-beta/specialist",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.starts_with("DENY"), "{text}");
+    assert!(text.contains("rule: namespace_selector"), "{text}");
+    assert!(
+        text.contains("namespace team-gamma {tier=external}"),
+        "{text}"
+    );
+    assert!(text.contains("unmet: a2a-access=specialist"), "{text}");
+
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "anonymous",
+        "--to",
+        "team-beta/specialist",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "spiffe://warden.local/ns/team-alpha/sa/intern",
+        "--to",
+        "team-beta/specialist",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision"]["allowed"], false);
+    assert_eq!(json["decision"]["rule"], "denied_callers");
+    assert!(json["steps"].as_array().unwrap().len() >= 2);
+
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "spiffe://warden.local/ns/warden-system/sa/warden-gateway",
+        "--to",
+        "team-beta/specialist",
+        "--method",
+        "GetAgentCard",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn explain_errors_exit_2_and_name_the_problem() {
+    let path = example();
+    let path = path.to_str().unwrap();
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "team-alpha/nobody",
+        "--to",
+        "team-beta/specialist",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent team-alpha/nobody"));
+    let out = warden(&["explain", path, "--from", "anonymous", "--to", "specialist"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected NAMESPACE/AGENT"));
+    let out = warden(&[
+        "explain",
+        "/nonexistent.yaml",
+        "--from",
+        "anonymous",
+        "--to",
+        "a/b",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml"));
+}
