@@ -89,27 +89,36 @@ pub struct NotAuthorized {
 
 /// The set of peers an endpoint accepts: a peer is admitted when any matcher matches.
 ///
-/// Exact IDs are kept in a hash set so that long allowlists cost the same per handshake.
+/// Short lists of exact IDs are scanned (a few string compares beat hashing the ID); long ones
+/// are also indexed in a hash set, so that an allowlist of thousands costs the same per
+/// handshake as one of ten.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    exact: HashSet<SpiffeId>,
+    exact: Vec<SpiffeId>,
+    exact_index: Option<HashSet<SpiffeId>>,
     others: Vec<PeerMatcher>,
 }
+
+/// Above this many exact IDs, lookups go through a hash set.
+const SCAN_LIMIT: usize = 8;
 
 impl Authorizer {
     /// Admits peers matching any of `matchers`. An empty list admits nobody.
     pub fn new(matchers: impl IntoIterator<Item = PeerMatcher>) -> Self {
-        let mut exact = HashSet::new();
+        let mut exact = Vec::new();
         let mut others = Vec::new();
         for m in matchers {
             match m {
-                PeerMatcher::Exact(id) => {
-                    exact.insert(id);
-                }
+                PeerMatcher::Exact(id) => exact.push(id),
                 other => others.push(other),
             }
         }
-        Self { exact, others }
+        let exact_index = (exact.len() > SCAN_LIMIT).then(|| exact.iter().cloned().collect());
+        Self {
+            exact,
+            exact_index,
+            others,
+        }
     }
 
     /// Admits any ID of the given trust domains.
@@ -122,9 +131,18 @@ impl Authorizer {
         Self::new([PeerMatcher::Exact(id)])
     }
 
+    /// Whether `peer` is admitted; allocates nothing, for per-request checks.
+    pub fn admits(&self, peer: &SpiffeId) -> bool {
+        let exact = match &self.exact_index {
+            Some(index) => index.contains(peer),
+            None => self.exact.contains(peer),
+        };
+        exact || self.others.iter().any(|m| m.matches(peer))
+    }
+
     /// Admits `peer` or says why not.
     pub fn authorize(&self, peer: &SpiffeId) -> Result<(), NotAuthorized> {
-        if self.exact.contains(peer) || self.others.iter().any(|m| m.matches(peer)) {
+        if self.admits(peer) {
             return Ok(());
         }
         let allowed = self
@@ -185,6 +203,17 @@ mod tests {
                 "{pattern} vs {peer}"
             );
         }
+    }
+
+    #[test]
+    fn long_allowlists_are_indexed_and_still_exact() {
+        let ids: Vec<PeerMatcher> = (0..100)
+            .map(|i| PeerMatcher::parse(&format!("spiffe://a.org/ns/n{i}/sa/s")).unwrap())
+            .collect();
+        let auth = Authorizer::new(ids);
+        assert!(auth.admits(&id("spiffe://a.org/ns/n99/sa/s")));
+        assert!(!auth.admits(&id("spiffe://a.org/ns/n100/sa/s")));
+        assert!(!auth.admits(&id("spiffe://b.org/ns/n1/sa/s")));
     }
 
     #[test]

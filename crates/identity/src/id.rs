@@ -72,8 +72,9 @@ impl FromStr for TrustDomain {
 /// A SPIFFE ID (`spiffe://<trust-domain>/<path>`): the identity of a workload.
 ///
 /// Holds the canonical string beside the parsed form so that comparing, hashing and printing
-/// never allocate.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// never allocate; equality, hashing and ordering look at the string only (the parsed form is
+/// derived from it).
+#[derive(Clone)]
 pub struct SpiffeId {
     full: String,
     parsed: spiffe::SpiffeId,
@@ -164,6 +165,32 @@ impl SpiffeId {
     /// The `spiffe` crate's type, for handing to its APIs.
     pub fn as_spiffe(&self) -> &spiffe::SpiffeId {
         &self.parsed
+    }
+}
+
+impl PartialEq for SpiffeId {
+    fn eq(&self, other: &Self) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for SpiffeId {}
+
+impl std::hash::Hash for SpiffeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state);
+    }
+}
+
+impl PartialOrd for SpiffeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SpiffeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.full.cmp(&other.full)
     }
 }
 

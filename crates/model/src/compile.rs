@@ -189,28 +189,29 @@ pub fn compile(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, Vec<
         agents: agents.into_iter().map(|(a, _)| a).collect(),
     };
     // Second pass: tool references are checked against the targets' policies, with the same
-    // engine the data plane uses.
-    let index = MeshSnapshot::new(data.clone()).map_err(|e| {
+    // engine the data plane uses. Only `tools` and `accepted` change, which neither the
+    // indexes nor `decide` read.
+    let mut snapshot = MeshSnapshot::new(data).map_err(|e| {
         vec![ModelError {
             origin: None,
             field: None,
             message: e,
         }]
     })?;
-    let mut data = data;
-    for (agent, sourced) in data.agents.iter_mut().zip(sources) {
-        agent.accepted = resolve_tools(agent, sourced, &index, &secrets, &config_maps);
-        if !agent.accepted.status {
-            tracing::debug!(agent = %agent.key(), reason = %agent.accepted.reason, "agent not accepted");
+    let resolved: Vec<(Vec<CompiledTool>, Accepted)> = snapshot
+        .agents()
+        .iter()
+        .zip(sources)
+        .map(|(agent, sourced)| resolve_tools(agent, sourced, &snapshot, &secrets, &config_maps))
+        .collect();
+    for (agent, (tools, accepted)) in snapshot.agents_mut().iter_mut().zip(resolved) {
+        if !accepted.status {
+            tracing::debug!(agent = %agent.key(), reason = %accepted.reason, "agent not accepted");
         }
+        agent.tools = tools;
+        agent.accepted = accepted;
     }
-    MeshSnapshot::new(data).map_err(|e| {
-        vec![ModelError {
-            origin: None,
-            field: None,
-            message: e,
-        }]
-    })
+    Ok(snapshot)
 }
 
 type DataIndex = HashMap<(String, String), BTreeMap<String, Result<String, ()>>>;
@@ -427,12 +428,13 @@ fn check_header(origin: &Origin, field: &str, header: &HeaderFrom, errors: &mut 
 /// Decides each tool reference of `agent`: target exists, target's policy admits the agent,
 /// every header value resolves.
 fn resolve_tools(
-    agent: &mut CompiledAgent,
+    agent: &CompiledAgent,
     sourced: &Sourced<Agent>,
     snapshot: &MeshSnapshot,
     secrets: &DataIndex,
     config_maps: &DataIndex,
-) -> Accepted {
+) -> (Vec<CompiledTool>, Accepted) {
+    let mut compiled = Vec::new();
     let mut failures: Vec<(&'static str, String)> = Vec::new();
     let caller = Caller::Spiffe(agent.spiffe_id.clone());
     for tool in &sourced.resource.spec.tools {
@@ -484,14 +486,14 @@ fn resolve_tools(
         if !accepted {
             headers.clear();
         }
-        agent.tools.push(CompiledTool {
+        compiled.push(CompiledTool {
             namespace,
             name,
             accepted,
             headers,
         });
     }
-    match failures.first() {
+    let accepted = match failures.first() {
         None => Accepted {
             status: true,
             reason: "Accepted".into(),
@@ -506,7 +508,8 @@ fn resolve_tools(
                 .collect::<Vec<_>>()
                 .join("; "),
         },
-    }
+    };
+    (compiled, accepted)
 }
 
 fn resolve_header(

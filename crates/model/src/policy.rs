@@ -226,8 +226,8 @@ fn evaluate(
     };
 
     if let Caller::Spiffe(id) = caller {
-        if let Some(m) = target.denied_callers.matching(id) {
-            trace.step(|| format!("deniedCallers: {m} matches the caller"));
+        if target.denied_callers.contains(id) {
+            trace.step(|| matched("deniedCallers", target.denied_callers.matching(id)));
             return Decision::deny(Rule::DeniedCallers, "the caller is listed in deniedCallers");
         }
         trace.step(|| {
@@ -256,8 +256,8 @@ fn evaluate(
             );
         }
 
-        if let Some(m) = target.allowed_callers.matching(id) {
-            trace.step(|| format!("allowedCallers: {m} matches the caller"));
+        if target.allowed_callers.contains(id) {
+            trace.step(|| matched("allowedCallers", target.allowed_callers.matching(id)));
             return Decision::allow(
                 Rule::AllowedCallers,
                 "the caller is listed in allowedCallers",
@@ -380,6 +380,13 @@ fn no_namespace_reason(caller: &Caller) -> &'static str {
         Caller::Spiffe(_) => {
             "the caller belongs to no namespace of this mesh (other trust domain or not ns/<ns>/sa/<sa>)"
         }
+    }
+}
+
+fn matched(field: &str, entry: Option<&warden_identity::PeerMatcher>) -> String {
+    match entry {
+        Some(m) => format!("{field}: {m} matches the caller"),
+        None => format!("{field}: matches the caller"),
     }
 }
 

@@ -35,9 +35,10 @@ impl CallerSet {
         })
     }
 
-    /// Whether `id` is in the set (hash lookup for exact IDs).
+    /// Whether `id` is in the set: a hash lookup for exact IDs, a scan of the (few) patterns;
+    /// allocates nothing.
     pub fn contains(&self, id: &SpiffeId) -> bool {
-        !self.matchers.is_empty() && self.authorizer.authorize(id).is_ok()
+        self.authorizer.admits(id)
     }
 
     /// The first entry matching `id`, for explanations.
@@ -278,6 +279,12 @@ impl MeshSnapshot {
     /// Whether a Namespace resource declared this namespace.
     pub fn namespace_declared(&self, namespace: &str) -> bool {
         self.labels.contains_key(namespace)
+    }
+
+    /// Agents for in-place updates that keep every index valid (namespace, name and service
+    /// account must not change).
+    pub(crate) fn agents_mut(&mut self) -> &mut [CompiledAgent] {
+        &mut self.data.agents
     }
 
     /// The same snapshot under another version number.
