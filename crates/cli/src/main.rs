@@ -3,6 +3,7 @@
 
 mod ca;
 mod policy;
+mod sidecar;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     Validate(policy::ValidateArgs),
     /// Decide one call by the manifests' policy and show why: exit 0 ALLOW, 1 DENY, 2 error.
     Explain(policy::ExplainArgs),
+    /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
+    /// strict), egress mTLS origination, verified caller identity to the app.
+    Sidecar(Box<sidecar::SidecarArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             Command::Ca(cmd) => ca::run(cmd, &cli.state_dir).await,
             Command::Validate(args) => Ok(policy::validate(args)),
             Command::Explain(args) => policy::run_explain(args),
+            Command::Sidecar(args) => sidecar::run(*args).await,
         }
     });
     match result {

@@ -7,11 +7,11 @@ mod support;
 use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use support::openssl::{OpensslCa, svid_extensions, time_from_now};
 use warden_identity::tls::{ClientAuth, PeerRejected, SpiffeServerCertVerifier, server_config};
 use warden_identity::{
     Authorizer, IdentityCell, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain, X509Identity,
 };
+use warden_testkit::openssl::{OpensslCa, svid_extensions, time_from_now};
 
 fn certs(path: &std::path::Path) -> Vec<CertificateDer<'static>> {
     warden_identity::pem::certificates(&std::fs::read(path).unwrap()).unwrap()
@@ -57,13 +57,13 @@ fn fixture() -> Fixture {
 }
 
 /// A client that presents `chain`/`key` as is and verifies the server as Warden does.
-fn client(fx: &Fixture, leaf: &support::openssl::Leaf) -> Arc<rustls::ClientConfig> {
+fn client(fx: &Fixture, leaf: &warden_testkit::openssl::Leaf) -> Arc<rustls::ClientConfig> {
     client_with_versions(fx, leaf, rustls::DEFAULT_VERSIONS)
 }
 
 fn client_with_versions(
     fx: &Fixture,
-    leaf: &support::openssl::Leaf,
+    leaf: &warden_testkit::openssl::Leaf,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
     let verifier = SpiffeServerCertVerifier::new(
@@ -295,7 +295,13 @@ async fn a_client_refuses_a_server_that_breaks_a_rule_and_one_outside_its_author
 }
 
 /// A well-formed SVID leaf for `id`, valid from `start` to `end` seconds from now.
-fn leaf_for(ca: &OpensslCa, name: &str, id: &str, start: i64, end: i64) -> support::openssl::Leaf {
+fn leaf_for(
+    ca: &OpensslCa,
+    name: &str,
+    id: &str,
+    start: i64,
+    end: i64,
+) -> warden_testkit::openssl::Leaf {
     let ext = svid_extensions(id);
     let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
     ca.sign_leaf(name, &ext, &time_from_now(start), &time_from_now(end))
@@ -303,7 +309,10 @@ fn leaf_for(ca: &OpensslCa, name: &str, id: &str, start: i64, end: i64) -> suppo
 
 /// Starts a plain rustls server presenting `leaf` as is, dials it as a Warden client that
 /// expects the fixture's server ID, and returns why the client refused it.
-async fn dial_server_presenting(fx: &Fixture, leaf: &support::openssl::Leaf) -> PeerRejected {
+async fn dial_server_presenting(
+    fx: &Fixture,
+    leaf: &warden_testkit::openssl::Leaf,
+) -> PeerRejected {
     let config =
         rustls::ServerConfig::builder_with_provider(warden_identity::tls::crypto_provider())
             .with_safe_default_protocol_versions()

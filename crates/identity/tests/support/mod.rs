@@ -1,8 +1,6 @@
 //! Test helpers shared by the identity crate's integration tests.
 #![allow(dead_code)]
 
-pub mod openssl;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,152 @@
+//! `warden sidecar`: flags and `--config FILE` → the proxy's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use warden_identity::{SpiffeId, TrustDomain};
+use warden_model::MtlsMode;
+use warden_proxy::config::{
+    DynamicFlags, FileConfig, IdentityConfig, SidecarConfig, parse_duration, parse_mesh_peer,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// YAML file with the same settings (kebab-case names). Changes to mode, allow-id,
+    /// allow-namespace and gateway-id apply live, to new connections; flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Mesh-facing listener [default: 127.0.0.1:15006].
+    #[arg(long)]
+    inbound: Option<SocketAddr>,
+    /// The agent's app, plaintext HTTP [default: 127.0.0.1:8080].
+    #[arg(long)]
+    app: Option<SocketAddr>,
+    /// Localhost listener for the app's outbound calls.
+    #[arg(long)]
+    egress: Option<SocketAddr>,
+    /// Where origin-form egress requests go, e.g. http://127.0.0.1:8083.
+    #[arg(long)]
+    gateway_url: Option<String>,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// disabled | permissive | strict [default: permissive].
+    #[arg(long, env = "MTLS_MODE")]
+    mode: Option<MtlsMode>,
+    /// Workload API endpoint (unix:///path) [default: SPIFFE_ENDPOINT_SOCKET].
+    #[arg(long, conflicts_with = "svid_dir")]
+    workload_api: Option<String>,
+    /// spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem), watched.
+    #[arg(long)]
+    svid_dir: Option<PathBuf>,
+    /// Trust domain of the mesh [default: warden.local].
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
+    /// Admit this caller ID (repeatable). With no --allow-id/--allow-namespace, any ID of the
+    /// trust domain is admitted.
+    #[arg(long)]
+    allow_id: Vec<SpiffeId>,
+    /// Admit callers of this namespace (repeatable).
+    #[arg(long)]
+    allow_namespace: Vec<String>,
+    /// A gateway identity (repeatable): its forwarded caller header is trusted, and egress
+    /// expects it of --gateway-url.
+    #[arg(long)]
+    gateway_id: Vec<SpiffeId>,
+    /// HOST:PORT=SPIFFE_ID (repeatable): absolute-form egress to HOST:PORT uses mTLS and
+    /// expects SPIFFE_ID.
+    #[arg(long)]
+    mesh_peer: Vec<String>,
+    /// Largest request head in bytes [default: 16384].
+    #[arg(long)]
+    max_header_bytes: Option<usize>,
+    /// Largest request body in bytes [default: 10485760].
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// First byte and TLS handshake deadline [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Idle connection timeout [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Connections served at once per listener [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Deadline for the upstream's response head [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    upstream_timeout: Option<Duration>,
+}
+
+fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let identity = match (
+        args.svid_dir.or(file.svid_dir.clone()),
+        args.workload_api.or(file.workload_api.clone()),
+    ) {
+        (Some(dir), _) => IdentityConfig::SvidDir(dir),
+        (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
+    };
+    let mut limits = file.limits.clone().unwrap_or_default();
+    limits.max_header_bytes = args.max_header_bytes.unwrap_or(limits.max_header_bytes);
+    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    limits.handshake_timeout = args.handshake_timeout.unwrap_or(limits.handshake_timeout);
+    limits.idle_timeout = args.idle_timeout.unwrap_or(limits.idle_timeout);
+    limits.max_connections = args
+        .max_connections
+        .unwrap_or(limits.max_connections)
+        .max(1);
+    limits.upstream_timeout = args.upstream_timeout.unwrap_or(limits.upstream_timeout);
+    let gateway_url = match args.gateway_url.or(file.gateway_url.clone()) {
+        Some(url) => Some(
+            url.parse::<http::Uri>()
+                .with_context(|| format!("--gateway-url {url:?}"))?,
+        ),
+        None => None,
+    };
+    let mut mesh_peers = std::collections::HashMap::new();
+    for text in file.mesh_peer.iter().chain(&args.mesh_peer) {
+        let (authority, id) =
+            parse_mesh_peer(text).map_err(|e| anyhow::anyhow!("--mesh-peer {e}"))?;
+        mesh_peers.insert(authority, id);
+    }
+    Ok(SidecarConfig {
+        inbound: args
+            .inbound
+            .or(file.inbound)
+            .unwrap_or(([127, 0, 0, 1], 15006).into()),
+        app: args
+            .app
+            .or(file.app)
+            .unwrap_or(([127, 0, 0, 1], 8080).into()),
+        egress: args.egress.or(file.egress),
+        gateway_url,
+        admin: args.admin.or(file.admin),
+        identity,
+        trust_domain: match args.trust_domain.or(file.trust_domain.clone()) {
+            Some(td) => td,
+            None => TrustDomain::new(warden_identity::DEFAULT_TRUST_DOMAIN)?,
+        },
+        mesh_peers,
+        limits,
+        flags: DynamicFlags {
+            mode: args.mode,
+            allow_ids: args.allow_id,
+            allow_namespaces: args.allow_namespace,
+            gateway_ids: args.gateway_id,
+        },
+        config_file: args.config,
+    })
+}
+
+pub(crate) async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    let config = config(args)?;
+    warden_proxy::run(config, crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

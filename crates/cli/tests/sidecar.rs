@@ -1,0 +1,606 @@
+//! `warden sidecar` as a real process, with curl as the client, certificates made by openssl,
+//! and a test app behind it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use warden_testkit::openssl::{OpensslCa, svid_extensions, time_from_now};
+use warden_testkit::process::{Running, free_addr, wait_listening};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+const SPECIALIST: &str = "spiffe://warden.local/ns/team-beta/sa/specialist";
+const ORCHESTRATOR: &str = "spiffe://warden.local/ns/team-alpha/sa/orchestrator";
+const ROGUE: &str = "spiffe://warden.local/ns/team-gamma/sa/rogue";
+
+/// An openssl CA for warden.local with SVIDs for the three workloads, and a spiffe-helper
+/// directory for the specialist's sidecar.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = OpensslCa::new(dir.path(), "ca", "warden.local");
+        for (name, id) in [
+            ("specialist", SPECIALIST),
+            ("orchestrator", ORCHESTRATOR),
+            ("rogue", ROGUE),
+        ] {
+            let ext = svid_extensions(id);
+            let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
+            ca.sign_leaf(name, &ext, &time_from_now(-60), &time_from_now(3600));
+            let svid_dir = dir.path().join(format!("{name}-svid"));
+            std::fs::create_dir_all(&svid_dir).unwrap();
+            std::fs::copy(
+                dir.path().join(format!("{name}.pem")),
+                svid_dir.join("svid.pem"),
+            )
+            .unwrap();
+            std::fs::copy(
+                dir.path().join(format!("{name}.key")),
+                svid_dir.join("svid_key.pem"),
+            )
+            .unwrap();
+            std::fs::copy(ca.cert_path(), svid_dir.join("svid_bundle.pem")).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn svid_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-svid"))
+    }
+
+    fn cert(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{name}.pem"))
+            .display()
+            .to_string()
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{name}.key"))
+            .display()
+            .to_string()
+    }
+}
+
+struct Sidecar {
+    process: Running,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_sidecar(svid_dir: &Path, app: SocketAddr, extra: &[&str]) -> Sidecar {
+    let inbound = free_addr();
+    let admin = free_addr();
+    let mut args = vec![
+        "sidecar".to_owned(),
+        "--inbound".into(),
+        inbound.to_string(),
+        "--app".into(),
+        app.to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--svid-dir".into(),
+        svid_dir.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new(WARDEN)
+        .args(&args)
+        .env_remove("MTLS_MODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn warden sidecar");
+    let process = Running(child);
+    wait_listening(inbound, Duration::from_secs(10));
+    Sidecar {
+        process,
+        inbound,
+        admin,
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test.sh installs it)")
+}
+
+/// Plaintext GET; (exit code, body).
+fn plain(sidecar: &Sidecar, path: &str, headers: &[&str]) -> (i32, String) {
+    let url = format!("http://{}{path}", sidecar.inbound);
+    let mut args: Vec<&str> = Vec::new();
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    let out = curl(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// mTLS GET as `who` (server certificate not checked by curl: the sidecar's SVID has no DNS
+/// name; the test is about the sidecar checking the client).
+fn mtls(pki: &Pki, who: &str, sidecar: &Sidecar, path: &str, extra: &[&str]) -> (i32, String) {
+    let url = format!("https://{}{path}", sidecar.inbound);
+    let (cert, key) = (pki.cert(who), pki.key(who));
+    let mut args = vec!["-k", "--cert", &cert, "--key", &key];
+    args.extend(extra);
+    args.push(&url);
+    let out = curl(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn headers(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+const SPOOF: &str = "x-forwarded-client-cert: By=spiffe://warden.local/ns/x/sa/evil;URI=spiffe://warden.local/ns/kube-system/sa/admin";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_decide_plaintext_and_mtls_and_spoofed_identity_never_reaches_the_app() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+
+    // Permissive: both; plaintext has no identity, mTLS has the verified one.
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--mode", "permissive"],
+    );
+    let (code, body) = plain(
+        &sc,
+        "/headers",
+        &[SPOOF, "x-warden-caller: spiffe://warden.local/ns/x/sa/evil"],
+    );
+    assert_eq!(code, 0);
+    let h = headers(&body);
+    assert!(
+        h.get("x-forwarded-client-cert").is_none(),
+        "spoofed XFCC reached the app: {h}"
+    );
+    assert!(h.get("x-warden-caller").is_none(), "{h}");
+    let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &["-H", SPOOF]);
+    assert_eq!(code, 0);
+    let xfcc = headers(&body)["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        xfcc.starts_with(&format!("By={SPECIALIST};Hash=")),
+        "{xfcc}"
+    );
+    assert!(xfcc.ends_with(&format!(";URI={ORCHESTRATOR}")), "{xfcc}");
+    assert!(!xfcc.contains("evil"), "{xfcc}");
+    drop(sc);
+
+    // Strict: mTLS only.
+    let sc = start_sidecar(&pki.svid_dir("specialist"), app.addr, &["--mode", "strict"]);
+    let (code, _) = plain(&sc, "/headers", &[]);
+    assert_ne!(code, 0, "Strict must refuse plaintext");
+    let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &["-H", SPOOF]);
+    assert_eq!(code, 0);
+    assert!(
+        headers(&body)["x-forwarded-client-cert"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("URI={ORCHESTRATOR}"))
+    );
+    // A client with no certificate gets no further than the handshake.
+    let url = format!("https://{}/headers", sc.inbound);
+    assert_ne!(curl(&["-k", &url]).status.code(), Some(0));
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", sc.admin)]).stdout)
+        .into_owned();
+    assert!(
+        metrics.contains("warden_handshake_failures_total{reason=\"plaintext_in_strict\"} 1"),
+        "{metrics}"
+    );
+    drop(sc);
+
+    // Disabled: plaintext only.
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--mode", "disabled"],
+    );
+    let (code, body) = plain(&sc, "/headers", &[SPOOF]);
+    assert_eq!(code, 0);
+    assert!(headers(&body).get("x-forwarded-client-cert").is_none());
+    let (code, _) = mtls(&pki, "orchestrator", &sc, "/headers", &[]);
+    assert_ne!(code, 0, "Disabled must refuse TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_outside_the_allow_lists_get_403_naming_the_rule() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &[
+            "--allow-namespace",
+            "team-alpha",
+            "--allow-id",
+            "spiffe://warden.local/ns/ops/sa/oncall",
+        ],
+    );
+    let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &[]);
+    assert_eq!(code, 0);
+    assert!(headers(&body)["x-forwarded-client-cert"].is_string());
+
+    let (_, body) = mtls(&pki, "rogue", &sc, "/headers", &["-w", "\n%{http_code}"]);
+    let (json, status) = body.rsplit_once('\n').unwrap();
+    assert_eq!(status, "403");
+    let json = headers(json);
+    assert_eq!(json["error"]["rule"], "allow_list");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-namespace")
+    );
+
+    // A JSON-RPC request gets a JSON-RPC error object with its id.
+    let rpc = r#"{"jsonrpc":"2.0","id":"req-7","method":"SendMessage","params":{}}"#;
+    let (_, body) = mtls(
+        &pki,
+        "rogue",
+        &sc,
+        "/",
+        &[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            rpc,
+            "-w",
+            "\n%{http_code}",
+        ],
+    );
+    let (json, status) = body.rsplit_once('\n').unwrap();
+    assert_eq!(status, "403");
+    let json = headers(json);
+    assert_eq!(json["jsonrpc"], "2.0");
+    assert_eq!(json["id"], "req-7");
+    assert_eq!(json["error"]["data"]["rule"], "allow_list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svid_rotation_every_second_fails_no_request_and_mode_changes_apply_live() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let dir = pki.dir.path();
+    let ca = dir.join("warden-ca");
+    let init = Command::new(WARDEN)
+        .args(["ca", "init", "--dir", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let issue = |id: &str, out: &Path| {
+        let ok = Command::new(WARDEN)
+            .args([
+                "ca",
+                "issue",
+                "--dir",
+                ca.to_str().unwrap(),
+                "--id",
+                id,
+                "--out",
+                out.to_str().unwrap(),
+                "--ttl",
+                "10m",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let server_dir = dir.join("rotating");
+    let client_dir = dir.join("client");
+    issue(SPECIALIST, &server_dir);
+    issue(ORCHESTRATOR, &client_dir);
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(&config, "mode: permissive\n").unwrap();
+    let mut sc = start_sidecar(
+        &server_dir,
+        app.addr,
+        &["--config", config.to_str().unwrap()],
+    );
+    let pid = sc.process.pid();
+
+    // Requests back to back (a new TLS handshake each) while the SVID is replaced every second.
+    let rotator = {
+        let (ca, server_dir) = (ca.clone(), server_dir.clone());
+        std::thread::spawn(move || {
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_secs(1));
+                let ok = Command::new(WARDEN)
+                    .args([
+                        "ca",
+                        "issue",
+                        "--dir",
+                        ca.to_str().unwrap(),
+                        "--id",
+                        SPECIALIST,
+                        "--out",
+                        server_dir.to_str().unwrap(),
+                    ])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            }
+        })
+    };
+    let url = format!("https://{}/headers", sc.inbound);
+    let (cert, key) = (client_dir.join("svid.pem"), client_dir.join("svid_key.pem"));
+    let (mut count, mut failures, mut serials) = (0, Vec::new(), std::collections::HashSet::new());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(5500) {
+        count += 1;
+        let out = curl(&[
+            "-k",
+            "-v",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            &url,
+        ]);
+        if !out.status.success() {
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // curl -v prints the server certificate's dates; a new SVID has a new start date.
+        let verbose = String::from_utf8_lossy(&out.stderr).into_owned();
+        if let Some(line) = verbose.lines().find(|l| l.contains("start date:")) {
+            serials.insert(line.to_owned());
+        }
+    }
+    rotator.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {count} requests failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(count >= 20, "only {count} requests");
+    assert!(
+        serials.len() >= 3,
+        "the server presented only {} distinct SVIDs",
+        serials.len()
+    );
+
+    // Permissive → Strict by editing the config file: new plaintext connections are refused,
+    // mTLS goes on, and it is the same process.
+    assert_eq!(plain(&sc, "/headers", &[]).0, 0);
+    std::fs::write(&config, "mode: strict\n").unwrap();
+    let start = Instant::now();
+    while plain(&sc, "/headers", &[]).0 == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "Strict never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = curl(&[
+        "-k",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(out.status.success());
+    assert!(sc.process.alive());
+    assert_eq!(sc.process.pid(), pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_works_and_server_sent_events_are_not_buffered() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let sc = start_sidecar(&pki.svid_dir("specialist"), app.addr, &[]);
+    let (code, version) = mtls(
+        &pki,
+        "orchestrator",
+        &sc,
+        "/headers",
+        &["--http2", "-o", "/dev/null", "-w", "%{http_version}"],
+    );
+    assert_eq!((code, version.as_str()), (0, "2"));
+    let (code, version) = mtls(
+        &pki,
+        "orchestrator",
+        &sc,
+        "/headers",
+        &["--http1.1", "-o", "/dev/null", "-w", "%{http_version}"],
+    );
+    assert_eq!((code, version.as_str()), (0, "1.1"));
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &format!("http://{}/headers", sc.inbound),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
+
+    // The app sends the first event and holds the stream open until released; the client
+    // must see that event first.
+    let (cert, key) = (pki.cert("orchestrator"), pki.key("orchestrator"));
+    let mut child = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "-k",
+            "--max-time",
+            "10",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            &format!("https://{}/sse", sc.inbound),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let line = lines.next().and_then(|l| l.ok());
+        (line, lines)
+    });
+    let (first_line, mut lines) = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first event arrived while the upstream was still streaming")
+        .unwrap();
+    assert_eq!(first_line.as_deref(), Some("data: one"));
+    app.release_stream();
+    let rest: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.by_ref().map_while(Result::ok).collect())
+            .await
+            .unwrap();
+    assert!(rest.contains(&"data: two".to_owned()), "{rest:?}");
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_turns_the_apps_plain_request_into_mtls_with_its_svid() {
+    let pki = Pki::new();
+    let far_app = warden_testkit::app::start().await;
+    let near_app = warden_testkit::app::start().await;
+    // The far side: Strict, so only mTLS gets in.
+    let far = start_sidecar(
+        &pki.svid_dir("specialist"),
+        far_app.addr,
+        &["--mode", "strict"],
+    );
+    let egress = free_addr();
+    let far_url = format!("http://{}", far.inbound);
+    let mesh_peer = format!("{}={SPECIALIST}", far.inbound);
+    let _near = start_sidecar(
+        &pki.svid_dir("orchestrator"),
+        near_app.addr,
+        &[
+            "--egress",
+            &egress.to_string(),
+            "--gateway-url",
+            &far_url,
+            "--gateway-id",
+            SPECIALIST,
+            "--mesh-peer",
+            &mesh_peer,
+        ],
+    );
+    wait_listening(egress, Duration::from_secs(5));
+
+    // Origin-form: to --gateway-url.
+    let out = curl(&[&format!("http://{egress}/headers")]);
+    assert!(out.status.success());
+    let h = headers(&String::from_utf8_lossy(&out.stdout));
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap_or_default();
+    assert!(xfcc.starts_with(&format!("By={SPECIALIST};")), "{h}");
+    assert!(xfcc.ends_with(&format!("URI={ORCHESTRATOR}")), "{h}");
+
+    // Absolute-form (the app uses the egress as an HTTP proxy) to a --mesh-peer.
+    let out = curl(&[
+        "-x",
+        &format!("http://{egress}"),
+        &format!("http://{}/headers", far.inbound),
+    ]);
+    assert!(out.status.success());
+    let h = headers(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        h["x-forwarded-client-cert"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&format!("URI={ORCHESTRATOR}")),
+        "{h}"
+    );
+
+    // If the far side is not who egress expects, the request fails rather than going to an
+    // impostor.
+    let wrong = start_sidecar(&pki.svid_dir("rogue"), far_app.addr, &["--mode", "strict"]);
+    let egress2 = free_addr();
+    let _near2 = start_sidecar(
+        &pki.svid_dir("orchestrator"),
+        near_app.addr,
+        &[
+            "--egress",
+            &egress2.to_string(),
+            "--gateway-url",
+            &format!("http://{}", wrong.inbound),
+            "--gateway-id",
+            SPECIALIST,
+        ],
+    );
+    wait_listening(egress2, Duration::from_secs(5));
+    let out = curl(&["-w", "\n%{http_code}", &format!("http://{egress2}/headers")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("502"), "{text}");
+    assert!(text.contains("upstream_unavailable"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let mut sc = start_sidecar(&pki.svid_dir("specialist"), app.addr, &[]);
+    let url = format!("http://{}/slow", sc.inbound);
+    let slow = std::thread::spawn(move || curl(&[&url]));
+    std::thread::sleep(Duration::from_millis(300));
+    sc.process.terminate();
+    let out = slow.join().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow done");
+    assert_eq!(sc.process.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_ne!(
+        plain(&sc, "/headers", &[]).0,
+        0,
+        "no new connections after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_first_svid() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let empty = pki.dir.path().join("not-yet");
+    std::fs::create_dir_all(&empty).unwrap();
+    let sc = start_sidecar(&empty, app.addr, &[]);
+    let readyz = format!("http://{}/readyz", sc.admin);
+    assert_eq!(
+        String::from_utf8_lossy(&curl(&["-o", "/dev/null", "-w", "%{http_code}", &readyz]).stdout),
+        "503"
+    );
+    for file in ["svid.pem", "svid_key.pem", "svid_bundle.pem"] {
+        std::fs::copy(pki.svid_dir("specialist").join(file), empty.join(file)).unwrap();
+    }
+    let start = Instant::now();
+    while String::from_utf8_lossy(&curl(&["-o", "/dev/null", "-w", "%{http_code}", &readyz]).stdout)
+        != "200"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mtls(&pki, "orchestrator", &sc, "/headers", &[]).0, 0);
+}

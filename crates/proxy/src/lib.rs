@@ -1,0 +1,21 @@
+//! Warden's data plane.
+//!
+//! The sidecar sits beside every agent: one mesh-facing port that speaks mTLS, plaintext or
+//! both by mode, a localhost egress port that turns the app's plain calls into mTLS, and an
+//! admin port. Modules, one concern each:
+//!
+//! - [`config`]: flags and the watched YAML file;
+//! - [`authz`]: who the caller is (gateway-forwarded identities only from gateway IDs) and
+//!   whether it is admitted;
+//! - [`http`]: identity/hop-by-hop header handling, XFCC, denial responses;
+//! - [`metrics`]: `warden_*` Prometheus metrics;
+//! - [`sidecar`]: listeners, the mode sniff, the TLS handshake, forwarding, drain.
+
+pub mod authz;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod sidecar;
+
+pub use config::SidecarConfig;
+pub use sidecar::{SidecarError, run};

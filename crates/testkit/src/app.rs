@@ -1,0 +1,150 @@
+//! An upstream app for sidecar tests, on a loopback port in the test's runtime.
+//!
+//! - `GET /headers` (and anything else): the request headers as a JSON object.
+//! - `POST /echo`: the body back.
+//! - `GET /sse`: a server-sent-events stream: `data: one`, then — only once the test calls
+//!   [`App::release_stream`] — `data: two`, then the end. A client that sees `one` before
+//!   releasing proves the proxy does not buffer.
+//! - `GET /slow`: answers after 1 s.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct App {
+    pub addr: SocketAddr,
+    release: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    pub fn release_stream(&self) {
+        self.release.notify_one();
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(text.into()).boxed()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    release: Arc<Notify>,
+) -> Result<Response<Body>, Infallible> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/echo") => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok(Response::new(full(body)))
+        }
+        ("GET", "/sse") => {
+            let stream = futures_stream(release);
+            let mut response = Response::new(BodyExt::boxed(stream));
+            response
+                .headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok(response)
+        }
+        ("GET", "/slow") => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Response::new(full("slow done")))
+        }
+        _ => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+                    )
+                })
+                .collect();
+            Ok(Response::new(full(
+                serde_json::Value::Object(headers).to_string(),
+            )))
+        }
+    }
+}
+
+fn futures_stream(
+    release: Arc<Notify>,
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: one\n\n"))))
+            .await;
+        release.notified().await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: two\n\n"))))
+            .await;
+    });
+    ChannelBody(rx)
+}
+
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Starts the app on a free loopback port.
+pub async fn start() -> App {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let release = Arc::new(Notify::new());
+    let task = tokio::spawn({
+        let release = release.clone();
+        async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let release = release.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, release.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        }
+    });
+    App {
+        addr,
+        release,
+        task,
+    }
+}
