@@ -52,6 +52,8 @@ enum Command {
     Validate(policy::ValidateArgs),
     /// Decide one call by the manifests' policy and show why: exit 0 ALLOW, 1 DENY, 2 error.
     Explain(policy::ExplainArgs),
+    /// Compile manifests into the snapshot file sidecars load with --snapshot.
+    Compile(policy::CompileArgs),
     /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
     /// strict), egress mTLS origination, verified caller identity to the app.
     Sidecar(Box<sidecar::SidecarArgs>),
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
             Command::Ca(cmd) => ca::run(cmd, &cli.state_dir).await,
             Command::Validate(args) => Ok(policy::validate(args)),
             Command::Explain(args) => policy::run_explain(args),
+            Command::Compile(args) => policy::compile(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
         }
     });

@@ -41,6 +41,32 @@ pub(crate) struct ExplainArgs {
     output: Output,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct CompileArgs {
+    /// A manifest file or a directory of them.
+    path: PathBuf,
+    /// Where to write the snapshot (JSON, mode 0600: it holds resolved headersFrom values).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+/// Writes the compiled snapshot that sidecars load with `--snapshot`.
+pub(crate) fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
+    let (_, snapshot) = load(&args.path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("the manifests are not valid:\n{}", lines.join("\n"))
+    })?;
+    let json = serde_json::to_vec_pretty(&snapshot)?;
+    warden_identity::ca::write_atomic(&args.out, &json, 0o600)?;
+    println!(
+        "snapshot v{} with {} agents written to {}",
+        snapshot.version(),
+        snapshot.agents().len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load(path: &Path) -> Result<(Manifests, MeshSnapshot), Vec<ModelError>> {
     let manifests = warden_model::load_path(path)?;
     let snapshot = warden_model::compile(&manifests, 1)?;

@@ -10,7 +10,8 @@ use clap::Args;
 use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
-    DynamicFlags, FileConfig, IdentityConfig, SidecarConfig, parse_duration, parse_mesh_peer,
+    DynamicFlags, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig, parse_duration,
+    parse_mesh_peer,
 };
 
 #[derive(Debug, Args)]
@@ -79,6 +80,13 @@ pub(crate) struct SidecarArgs {
     /// Deadline for the upstream's response head [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     upstream_timeout: Option<Duration>,
+    /// A compiled mesh snapshot (`warden compile`), watched: requests are decided by the
+    /// policy of --agent in it, and the mode comes from it unless --mode is given.
+    #[arg(long, requires = "agent")]
+    snapshot: Option<PathBuf>,
+    /// The agent this sidecar stands beside, NAMESPACE/NAME (with --snapshot).
+    #[arg(long, requires = "snapshot")]
+    agent: Option<String>,
 }
 
 fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
@@ -142,6 +150,20 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
             gateway_ids: args.gateway_id,
         },
         config_file: args.config,
+        snapshot: match (args.snapshot, args.agent) {
+            (Some(path), Some(agent)) => {
+                let (namespace, name) = agent
+                    .split_once('/')
+                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("--agent {agent:?}: expected NAMESPACE/NAME"))?;
+                Some(SnapshotConfig {
+                    path,
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => None,
+        },
     })
 }
 

@@ -14,6 +14,7 @@ const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 const SPECIALIST: &str = "spiffe://warden.local/ns/team-beta/sa/specialist";
 const ORCHESTRATOR: &str = "spiffe://warden.local/ns/team-alpha/sa/orchestrator";
 const ROGUE: &str = "spiffe://warden.local/ns/team-gamma/sa/rogue";
+const GATEWAY: &str = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
 
 /// An openssl CA for warden.local with SVIDs for the three workloads, and a spiffe-helper
 /// directory for the specialist's sidecar.
@@ -29,6 +30,7 @@ impl Pki {
             ("specialist", SPECIALIST),
             ("orchestrator", ORCHESTRATOR),
             ("rogue", ROGUE),
+            ("gateway", GATEWAY),
         ] {
             let ext = svid_extensions(id);
             let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
@@ -603,4 +605,134 @@ async fn readiness_waits_for_the_first_svid() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(mtls(&pki, "orchestrator", &sc, "/headers", &[]).0, 0);
+}
+
+fn compile_example(out: &Path, edit: impl Fn(&str) -> String) {
+    let dir = out.parent().unwrap().join(format!(
+        "manifests-{}",
+        out.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
+    for entry in std::fs::read_dir(example).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(dir.join(path.file_name().unwrap()), edit(&text)).unwrap();
+    }
+    let tmp = out.with_extension("new");
+    let status = Command::new(WARDEN)
+        .args([
+            "compile",
+            dir.to_str().unwrap(),
+            "--out",
+            tmp.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(&tmp, out).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_snapshot_the_mesh_policy_decides_and_only_the_gateway_may_forward_a_caller() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let snapshot = pki.dir.path().join("snapshot.json");
+    compile_example(&snapshot, |t| t.to_owned());
+    let mut sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &[
+            "--snapshot",
+            snapshot.to_str().unwrap(),
+            "--agent",
+            "team-beta/specialist",
+        ],
+    );
+    let pid = sc.process.pid();
+
+    // The example makes the specialist Strict and admits namespaces labelled for it.
+    assert_ne!(
+        plain(&sc, "/headers", &[]).0,
+        0,
+        "the snapshot's Strict mode refuses plaintext"
+    );
+    let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &[]);
+    assert_eq!(code, 0);
+    assert!(
+        headers(&body)["x-forwarded-client-cert"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("URI={ORCHESTRATOR}"))
+    );
+    let (_, body) = mtls(&pki, "rogue", &sc, "/headers", &["-w", "\n%{http_code}"]);
+    let (json, status) = body.rsplit_once('\n').unwrap();
+    assert_eq!(status, "403");
+    assert_eq!(headers(json)["error"]["rule"], "namespace_selector");
+
+    // The gateway forwards callers; the decision is on the forwarded caller.
+    let forwarded_rogue = format!("x-warden-caller: {ROGUE}");
+    let forwarded_orchestrator = format!("x-warden-caller: {ORCHESTRATOR}");
+    let (_, body) = mtls(
+        &pki,
+        "gateway",
+        &sc,
+        "/headers",
+        &["-H", &forwarded_rogue, "-w", "\n%{http_code}"],
+    );
+    assert!(body.ends_with("403"), "{body}");
+    let (code, body) = mtls(
+        &pki,
+        "gateway",
+        &sc,
+        "/headers",
+        &["-H", &forwarded_orchestrator],
+    );
+    assert_eq!(code, 0);
+    let xfcc = headers(&body)["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(xfcc, format!("By={SPECIALIST};URI={ORCHESTRATOR}"));
+    // The gateway alone gets the card, nothing else.
+    let (_, body) = mtls(&pki, "gateway", &sc, "/headers", &["-w", "\n%{http_code}"]);
+    assert!(body.ends_with("403"), "{body}");
+    let (code, _) = mtls(&pki, "gateway", &sc, "/.well-known/agent-card.json", &[]);
+    assert_eq!(code, 0);
+    // Anyone else claiming to forward a caller is decided as itself.
+    let (_, body) = mtls(
+        &pki,
+        "rogue",
+        &sc,
+        "/headers",
+        &["-H", &forwarded_orchestrator, "-w", "\n%{http_code}"],
+    );
+    assert!(body.ends_with("403"), "{body}");
+
+    // A policy change in the snapshot applies without a restart: admit everyone.
+    compile_example(&snapshot, |t| {
+        t.replace("    from: Selector\n    selector:\n      matchLabels:\n        a2a-access: specialist\n", "    from: All\n")
+    });
+    let start = Instant::now();
+    while mtls(&pki, "rogue", &sc, "/headers", &[])
+        .1
+        .contains("namespace_selector")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the new snapshot never applied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        headers(&mtls(&pki, "rogue", &sc, "/headers", &[]).1)["x-forwarded-client-cert"]
+            .is_string()
+    );
+    // A broken snapshot keeps the last good one.
+    std::fs::write(&snapshot, "{ not json").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(mtls(&pki, "rogue", &sc, "/headers", &[]).0, 0);
+    assert!(sc.process.alive());
+    assert_eq!(sc.process.pid(), pid);
 }

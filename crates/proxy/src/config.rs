@@ -109,6 +109,21 @@ pub struct SidecarConfig {
     pub flags: DynamicFlags,
     /// A YAML file whose mode, allow lists and gateway IDs are re-read when it changes.
     pub config_file: Option<PathBuf>,
+    /// A compiled mesh snapshot (JSON, `warden compile`), watched: when set, requests are
+    /// decided by the policy of `agent` in it, and the mode comes from it unless `--mode` is
+    /// given.
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// Which snapshot file, and which agent of it this sidecar stands beside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// The agent's namespace.
+    pub namespace: String,
+    /// The agent's name.
+    pub name: String,
 }
 
 /// Dynamic settings as given on the command line (unset: take the file's, then the default).

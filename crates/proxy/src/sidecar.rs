@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
@@ -31,11 +31,11 @@ use tokio_rustls::TlsAcceptor;
 use warden_identity::source::{FileSource, SvidSource, WorkloadApiSource};
 use warden_identity::tls::{ClientAuth, PeerRejected, client_config, server_config};
 use warden_identity::{Authorizer, SpiffeId};
-use warden_model::MtlsMode;
-use warden_model::policy::Caller;
+use warden_model::policy::{CARD_METHOD, Caller, decide};
+use warden_model::{MeshSnapshot, MtlsMode};
 
 use crate::authz::{Peer, Verdict, authorize_by_flags, resolve_caller};
-use crate::config::{DynamicConfig, FileConfig, IdentityConfig, SidecarConfig};
+use crate::config::{DynamicConfig, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig};
 use crate::http::{
     CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, full, json_error, jsonrpc_error, jsonrpc_id,
     strip_hop_by_hop, strip_inbound_headers, xfcc,
@@ -80,6 +80,8 @@ struct Sidecar {
     /// mTLS clients by the server identity they expect; built on first use.
     mesh_clients: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
     http: auto::Builder<TokioExecutor>,
+    /// The mesh policy, when a snapshot is configured; swapped whole on every good reload.
+    snapshot: ArcSwapOption<MeshSnapshot>,
 }
 
 /// Runs a sidecar until `shutdown` resolves, then drains in-flight requests.
@@ -94,7 +96,15 @@ pub async fn run(
         }
         None => None,
     };
-    let dynamic = config.flags.resolve(file.as_ref());
+    let mut dynamic = config.flags.resolve(file.as_ref());
+    let snapshot = match &config.snapshot {
+        Some(snap) => {
+            let loaded = load_snapshot(snap).map_err(SidecarError::Config)?;
+            dynamic = apply_snapshot(&config, dynamic, &loaded, snap);
+            Some(Arc::new(loaded))
+        }
+        None => None,
+    };
 
     // Admin first, so that /readyz answers 503 while the identity loads.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,10 +168,16 @@ pub async fn run(
             .build(plain_connector),
         mesh_clients: ArcSwap::from_pointee(HashMap::new()),
         http,
+        snapshot: ArcSwapOption::new(snapshot),
         config,
     });
     if let Some(path) = sidecar.config.config_file.clone() {
-        spawn_config_watch(sidecar.clone(), path);
+        let target = sidecar.clone();
+        watch_file(path, move || target.reload_config());
+    }
+    if let Some(snap) = sidecar.config.snapshot.clone() {
+        let target = sidecar.clone();
+        watch_file(snap.path.clone(), move || target.reload_snapshot(&snap));
     }
     let expiry = tokio::spawn({
         let sidecar = sidecar.clone();
@@ -409,7 +425,23 @@ impl Sidecar {
         // The settings this request started with, kept for the whole request.
         let dynamic = self.dynamic.load_full();
         let (caller, forwarded) = resolve_caller(peer, req.headers().get(CALLER_HEADER), &dynamic);
-        let verdict = authorize_by_flags(&caller, &dynamic, self.config.trust_domain.name(), mode);
+        let verdict = match (self.snapshot.load_full(), &self.config.snapshot) {
+            (Some(snapshot), Some(snap)) => {
+                let method = if req.method() == http::Method::GET && is_card_path(req.uri().path())
+                {
+                    CARD_METHOD
+                } else {
+                    CALL_METHOD
+                };
+                let d = decide(&snapshot, &caller, &snap.namespace, &snap.name, method);
+                Verdict {
+                    allowed: d.allowed,
+                    rule: d.rule.name(),
+                    reason: d.reason,
+                }
+            }
+            _ => authorize_by_flags(&caller, &dynamic, self.config.trust_domain.name(), mode),
+        };
         let (mut parts, body) = req.into_parts();
         strip_inbound_headers(&mut parts.headers);
         if !verdict.allowed {
@@ -682,64 +714,137 @@ async fn deny(
     json_error(StatusCode::FORBIDDEN, verdict.rule, verdict.reason)
 }
 
-fn spawn_config_watch(sidecar: Arc<Sidecar>, path: std::path::PathBuf) {
+/// Calls `on_change` (debounced) whenever `path` is written, created or replaced. The parent
+/// directory is watched, so editors that replace the file are seen too.
+fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'static) {
     let (tx, mut rx) = mpsc::channel::<()>(16);
-    let watched = path.clone();
+    let name = path.file_name().map(|n| n.to_owned());
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == watched.file_name())
+            && event.paths.iter().any(|p| p.file_name() == name.as_deref())
         {
             let _ = tx.try_send(());
         }
     });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch the config file; changes need a restart");
-            return;
-        }
-    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    if let Err(e) = notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive) {
-        tracing::error!(error = %e, "cannot watch the config file; changes need a restart");
-        return;
-    }
+    let watcher = watcher.and_then(|mut w| {
+        notify::Watcher::watch(&mut w, dir, notify::RecursiveMode::NonRecursive).map(|()| w)
+    });
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot watch; changes need a restart");
+            return;
+        }
+    };
     tokio::spawn(async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {
             while let Ok(Some(())) =
                 tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
             {}
-            match FileConfig::load(&path) {
-                Ok(file) => {
-                    let next = sidecar.config.flags.resolve(Some(&file));
-                    let current = sidecar.dynamic.load_full();
-                    if *current != next {
-                        if sidecar.config.flags.mode.is_some()
-                            && file
-                                .mode
-                                .is_some_and(|m| Some(m.0) != sidecar.config.flags.mode)
-                        {
-                            tracing::warn!(
-                                "the config file sets a mode but --mode/MTLS_MODE was given, which wins"
-                            );
-                        }
-                        tracing::info!(from = %current.mode, to = %next.mode, "config reloaded; applies to new connections");
-                        sidecar.dynamic.store(Arc::new(next));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "config file not usable; keeping the current settings")
-                }
-            }
+            on_change();
         }
     });
+}
+
+/// The pseudo-method a sidecar decides calls by (it does not parse A2A bodies; the gateway
+/// does).
+const CALL_METHOD: &str = "call";
+
+fn is_card_path(path: &str) -> bool {
+    path.ends_with("/.well-known/agent-card.json") || path.ends_with("/.well-known/agent.json")
+}
+
+fn load_snapshot(snap: &SnapshotConfig) -> Result<MeshSnapshot, String> {
+    let text =
+        std::fs::read_to_string(&snap.path).map_err(|e| format!("{}: {e}", snap.path.display()))?;
+    let snapshot: MeshSnapshot = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a Warden snapshot: {e}", snap.path.display()))?;
+    if snapshot.agent(&snap.namespace, &snap.name).is_none() {
+        return Err(format!(
+            "{}: no agent {}/{} in snapshot v{}",
+            snap.path.display(),
+            snap.namespace,
+            snap.name,
+            snapshot.version()
+        ));
+    }
+    Ok(snapshot)
+}
+
+/// The snapshot's word on mode (unless `--mode` was given) and on which gateway to trust.
+fn apply_snapshot(
+    config: &SidecarConfig,
+    mut dynamic: DynamicConfig,
+    snapshot: &MeshSnapshot,
+    snap: &SnapshotConfig,
+) -> DynamicConfig {
+    if config.flags.mode.is_none()
+        && let Some(agent) = snapshot.agent(&snap.namespace, &snap.name)
+    {
+        dynamic.mode = agent.mtls_mode;
+    }
+    let gateway = &snapshot.control_plane().gateway;
+    if !dynamic.gateway_ids.contains(gateway) {
+        dynamic.gateway_ids.push(gateway.clone());
+    }
+    dynamic
+}
+
+impl Sidecar {
+    fn reload_config(&self) {
+        let Some(path) = &self.config.config_file else {
+            return;
+        };
+        match FileConfig::load(path) {
+            Ok(file) => {
+                let mut next = self.config.flags.resolve(Some(&file));
+                if let (Some(snapshot), Some(snap)) =
+                    (self.snapshot.load_full(), &self.config.snapshot)
+                {
+                    next = apply_snapshot(&self.config, next, &snapshot, snap);
+                }
+                self.store_dynamic(next, "config file");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "config file not usable; keeping the current settings")
+            }
+        }
+    }
+
+    fn reload_snapshot(&self, snap: &SnapshotConfig) {
+        match load_snapshot(snap) {
+            Ok(snapshot) => {
+                let file = self
+                    .config
+                    .config_file
+                    .as_ref()
+                    .and_then(|p| FileConfig::load(p).ok());
+                let next = apply_snapshot(
+                    &self.config,
+                    self.config.flags.resolve(file.as_ref()),
+                    &snapshot,
+                    snap,
+                );
+                tracing::info!(version = snapshot.version(), "policy snapshot loaded");
+                self.snapshot.store(Some(Arc::new(snapshot)));
+                self.store_dynamic(next, "snapshot");
+            }
+            Err(e) => tracing::warn!(error = %e, "snapshot not usable; keeping the last good one"),
+        }
+    }
+
+    fn store_dynamic(&self, next: DynamicConfig, source: &str) {
+        let current = self.dynamic.load_full();
+        if *current != next {
+            tracing::info!(source, from = %current.mode, to = %next.mode, "settings changed; they apply to new connections");
+            self.dynamic.store(Arc::new(next));
+        }
+    }
 }
 
 async fn serve_admin(
