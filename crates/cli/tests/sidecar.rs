@@ -736,3 +736,87 @@ async fn with_a_snapshot_the_mesh_policy_decides_and_only_the_gateway_may_forwar
     assert!(sc.process.alive());
     assert_eq!(sc.process.pid(), pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_oversized_requests_and_silent_peers_do_not_stall_others() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &[
+            "--max-body-bytes",
+            "1024",
+            "--max-header-bytes",
+            "8192",
+            "--handshake-timeout",
+            "1s",
+        ],
+    );
+    // A body over the limit: 413 naming the limit (declared length and streamed alike).
+    let url = format!("http://{}/echo", sc.inbound);
+    let big = "x".repeat(4096);
+    let out = curl(&["-w", "\n%{http_code}", "-d", &big, &url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.ends_with("413") && text.contains("max_body_bytes"),
+        "{text}"
+    );
+    let out = curl(&[
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "transfer-encoding: chunked",
+        "-d",
+        &big,
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("413"), "{text}");
+    let out = curl(&["-d", "small", &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "small");
+    // Headers over the limit are refused by the HTTP layer (431).
+    let huge = format!("x-big: {}", "y".repeat(16 * 1024));
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &huge,
+        &format!("http://{}/headers", sc.inbound),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+
+    // Silent peers (no byte, or half a TLS hello) hold no one up, and are cut at the
+    // handshake timeout.
+    let mut silent: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(sc.inbound).unwrap())
+        .collect();
+    silent[0].write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let start = Instant::now();
+    assert_eq!(mtls(&pki, "orchestrator", &sc, "/headers", &[]).0, 0);
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "a request waited on silent peers"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for stream in &mut silent {
+        use std::io::Read;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(stream.read(&mut buf), Ok(0) | Err(_)),
+            "a silent connection was not closed"
+        );
+    }
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", sc.admin)]).stdout)
+        .into_owned();
+    assert!(
+        metrics.contains("warden_handshake_failures_total{reason=\"timeout\"} 5"),
+        "{metrics}"
+    );
+}
