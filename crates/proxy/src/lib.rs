@@ -9,12 +9,16 @@
 //!   whether it is admitted;
 //! - [`http`]: identity/hop-by-hop header handling, XFCC, denial responses;
 //! - [`metrics`]: `warden_*` Prometheus metrics;
-//! - [`sidecar`]: listeners, the mode sniff, the TLS handshake, forwarding, drain.
+//! - [`server`]: listeners, the mode sniff, the TLS handshake, HTTP serving, drain, admin;
+//! - [`forward`]: pooled plaintext and mTLS upstream clients, body limits;
+//! - [`sidecar`]: the sidecar's inbound and egress handling.
 
 pub mod authz;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod server;
 pub mod sidecar;
 
 pub use config::SidecarConfig;

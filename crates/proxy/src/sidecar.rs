@@ -1,87 +1,99 @@
 //! The sidecar: one mesh-facing port, a localhost egress port, an admin port.
 //!
-//! A connection's path: accept → (connection limit) → peek the first byte within the
-//! handshake timeout → by the mode current *at accept time*: TLS (0x16) → mTLS handshake with
-//! the current SVID, client SVID verified → HTTP/1.1 or HTTP/2 → per request: strip identity
+//! Connections are accepted by [`crate::server`] (limit, first-byte sniff against the mode at
+//! accept time, mTLS handshake, HTTP/1.1 or HTTP/2). Per inbound request: strip identity
 //! headers, resolve the caller (gateway-forwarded only from gateway IDs), authorize, set XFCC,
-//! stream to the app and back.
+//! stream to the app and back. Per egress request: to the gateway or the named host, over
+//! mTLS when an identity is expected of it.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use warden_identity::Authorizer;
 use warden_identity::source::{FileSource, SvidSource, WorkloadApiSource};
-use warden_identity::tls::{ClientAuth, PeerRejected, client_config, server_config};
-use warden_identity::{Authorizer, SpiffeId};
+use warden_identity::tls::{ClientAuth, server_config};
 use warden_model::policy::{CARD_METHOD, Caller, decide};
 use warden_model::{MeshSnapshot, MtlsMode};
 
 use crate::authz::{Peer, Verdict, authorize_by_flags, resolve_caller};
 use crate::config::{DynamicConfig, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig};
+use crate::forward::{Upstreams, Via};
 use crate::http::{
-    CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, full, json_error, jsonrpc_error, jsonrpc_id,
+    CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, json_error, jsonrpc_error, jsonrpc_id,
     strip_hop_by_hop, strip_inbound_headers, xfcc,
 };
 use crate::metrics::{Metrics, RequestLabels, status_class};
+use crate::server::{
+    BindError, Drain, IdentitySlot, Server, Service, bind, serve_admin, watch_file,
+};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Which listener.
-        what: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The SVID source could not start.
     #[error("identity: {0}")]
     Identity(String),
-    /// The config file is unusable.
+    /// The config or snapshot file is unusable.
     #[error("{0}")]
     Config(String),
 }
 
-/// How long in-flight requests get to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a denied request's body is read to find a JSON-RPC id.
 const DENY_BODY_PEEK: usize = 64 * 1024;
-
-type MeshClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
 struct Sidecar {
     config: SidecarConfig,
     identity: Arc<dyn SvidSource>,
     dynamic: ArcSwap<DynamicConfig>,
-    tls: TlsAcceptor,
     metrics: Arc<Metrics>,
-    plain_client: Client<HttpConnector, ProxyBody>,
-    /// mTLS clients by the server identity they expect; built on first use.
-    mesh_clients: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
-    http: auto::Builder<TokioExecutor>,
+    upstreams: Upstreams,
     /// The mesh policy, when a snapshot is configured; swapped whole on every good reload.
     snapshot: ArcSwapOption<MeshSnapshot>,
+}
+
+/// The mesh-facing port.
+struct Inbound(Arc<Sidecar>);
+
+impl Service for Inbound {
+    fn mode(&self) -> MtlsMode {
+        self.0.dynamic.load().mode
+    }
+
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Arc<Peer>,
+        mode: MtlsMode,
+    ) -> Response<ProxyBody> {
+        self.0.inbound(req, &peer, mode).await
+    }
+}
+
+/// The localhost egress port: plaintext from the app only.
+struct Egress(Arc<Sidecar>);
+
+impl Service for Egress {
+    fn mode(&self) -> MtlsMode {
+        MtlsMode::Disabled
+    }
+
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: Arc<Peer>,
+        _mode: MtlsMode,
+    ) -> Response<ProxyBody> {
+        self.0.egress(req).await
+    }
 }
 
 /// Runs a sidecar until `shutdown` resolves, then drains in-flight requests.
@@ -106,52 +118,27 @@ pub async fn run(
         None => None,
     };
 
+    let mut drain = Drain::default();
     // Admin first, so that /readyz answers 503 while the identity loads.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (conn_tx, mut conn_rx) = mpsc::channel::<()>(1);
-    let identity_slot: Arc<ArcSwap<Option<Arc<dyn SvidSource>>>> =
-        Arc::new(ArcSwap::from_pointee(None));
+    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
     if let Some(addr) = config.admin {
         let listener = bind(addr, "admin").await?;
         tokio::spawn(serve_admin(
             listener,
             metrics.clone(),
-            identity_slot.clone(),
-            stop_rx.clone(),
+            slot.clone(),
+            drain.stop_signal(),
         ));
     }
+    let identity = start_identity(&config.identity).await?;
+    slot.store(Arc::new(Some(identity.clone())));
 
-    let identity: Arc<dyn SvidSource> = match &config.identity {
-        IdentityConfig::SvidDir(dir) => {
-            Arc::new(FileSource::watch(dir).map_err(|e| SidecarError::Identity(e.to_string()))?)
-        }
-        IdentityConfig::WorkloadApi(endpoint) => Arc::new(
-            WorkloadApiSource::connect(endpoint.as_deref())
-                .await
-                .map_err(|e| SidecarError::Identity(e.to_string()))?,
-        ),
-    };
-    identity_slot.store(Arc::new(Some(identity.clone())));
-
-    let tls_config = server_config(
+    let tls = server_config(
         identity.clone(),
         Authorizer::any_in([config.trust_domain.clone()]),
         ClientAuth::Required,
     )
     .map_err(|e| SidecarError::Identity(e.to_string()))?;
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.limits.idle_timeout)
-        .max_buf_size(config.limits.max_header_bytes.max(8192));
-    http.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(config.limits.idle_timeout / 2))
-        .keep_alive_timeout(config.limits.idle_timeout / 2);
-    let mut plain_connector = HttpConnector::new();
-    plain_connector.set_connect_timeout(Some(config.limits.handshake_timeout));
-    plain_connector.set_nodelay(true);
     let inbound = bind(config.inbound, "inbound").await?;
     let egress = match config.egress {
         Some(addr) => Some(bind(addr, "egress").await?),
@@ -159,15 +146,10 @@ pub async fn run(
     };
     tracing::info!(inbound = %config.inbound, app = %config.app, egress = ?config.egress, mode = %dynamic.mode, "sidecar listening");
     let sidecar = Arc::new(Sidecar {
+        upstreams: Upstreams::new(identity.clone(), config.limits.clone()),
         identity,
         dynamic: ArcSwap::from_pointee(dynamic),
-        tls: TlsAcceptor::from(Arc::new(tls_config)),
-        metrics,
-        plain_client: Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(plain_connector),
-        mesh_clients: ArcSwap::from_pointee(HashMap::new()),
-        http,
+        metrics: metrics.clone(),
         snapshot: ArcSwapOption::new(snapshot),
         config,
     });
@@ -188,215 +170,40 @@ pub async fn run(
             }
         }
     });
-
-    let limit = Arc::new(Semaphore::new(sidecar.config.limits.max_connections));
-    let mut loops = vec![tokio::spawn(accept_loop(
-        sidecar.clone(),
-        inbound,
-        Direction::Inbound,
-        limit.clone(),
-        stop_rx.clone(),
-        conn_tx.clone(),
-    ))];
+    let limits = sidecar.config.limits.clone();
+    let mesh = Arc::new(Server::new(
+        Some(TlsAcceptor::from(Arc::new(tls))),
+        metrics.clone(),
+        limits.clone(),
+    ));
+    drain.listen(mesh, Arc::new(Inbound(sidecar.clone())), inbound);
     if let Some(listener) = egress {
-        let limit = Arc::new(Semaphore::new(sidecar.config.limits.max_connections));
-        loops.push(tokio::spawn(accept_loop(
-            sidecar.clone(),
-            listener,
-            Direction::Egress,
-            limit,
-            stop_rx.clone(),
-            conn_tx.clone(),
-        )));
+        let local = Arc::new(Server::new(None, metrics, limits));
+        drain.listen(local, Arc::new(Egress(sidecar.clone())), listener);
     }
-    drop(conn_tx);
     shutdown.await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
-    let _ = stop_tx.send(true);
-    for l in loops {
-        let _ = l.await;
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, conn_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing remaining connections");
-    }
+    drain.shutdown().await;
     expiry.abort();
     Ok(())
 }
 
-/// Resolves once the stop flag is set (the borrow of the flag ends here, not at the caller).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, SidecarError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| SidecarError::Bind { addr, what, source })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Inbound,
-    Egress,
-}
-
-async fn accept_loop(
-    sidecar: Arc<Sidecar>,
-    listener: TcpListener,
-    direction: Direction,
-    limit: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    conn_tx: mpsc::Sender<()>,
-) {
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let sidecar = sidecar.clone();
-        let stop = stop.clone();
-        let guard = conn_tx.clone();
-        tokio::spawn(async move {
-            match direction {
-                Direction::Inbound => sidecar.inbound_connection(tcp, remote, stop).await,
-                Direction::Egress => {
-                    let peer = Arc::new(Peer {
-                        id: None,
-                        cert_hash: None,
-                    });
-                    sidecar
-                        .clone()
-                        .serve(tcp, peer, Direction::Egress, MtlsMode::Disabled, stop)
-                        .await
-                }
-            }
-            drop(permit);
-            drop(guard);
-        });
-    }
+/// Starts the configured SVID source.
+pub(crate) async fn start_identity(
+    config: &IdentityConfig,
+) -> Result<Arc<dyn SvidSource>, SidecarError> {
+    Ok(match config {
+        IdentityConfig::SvidDir(dir) => {
+            Arc::new(FileSource::watch(dir).map_err(|e| SidecarError::Identity(e.to_string()))?)
+        }
+        IdentityConfig::WorkloadApi(endpoint) => Arc::new(
+            WorkloadApiSource::connect(endpoint.as_deref())
+                .await
+                .map_err(|e| SidecarError::Identity(e.to_string()))?,
+        ),
+    })
 }
 
 impl Sidecar {
-    async fn inbound_connection(
-        self: Arc<Self>,
-        tcp: TcpStream,
-        remote: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) {
-        // The mode is read once per connection: a change applies to new connections.
-        let mode = self.dynamic.load().mode;
-        let limits = &self.config.limits;
-        let mut first = [0u8; 1];
-        let is_tls =
-            match tokio::time::timeout(limits.handshake_timeout, tcp.peek(&mut first)).await {
-                Ok(Ok(1)) => first[0] == 0x16,
-                Ok(_) => return, // closed or failed before sending anything
-                Err(_) => {
-                    self.metrics.handshake_failed("timeout");
-                    return;
-                }
-            };
-        match (mode, is_tls) {
-            (MtlsMode::Strict, false) => {
-                tracing::debug!(%remote, "plaintext connection refused: Strict mode");
-                self.metrics.handshake_failed("plaintext_in_strict");
-            }
-            (MtlsMode::Disabled, true) => {
-                tracing::debug!(%remote, "TLS connection refused: Disabled mode");
-                self.metrics.handshake_failed("tls_in_disabled");
-            }
-            (_, false) => {
-                let peer = Arc::new(Peer {
-                    id: None,
-                    cert_hash: None,
-                });
-                self.serve(tcp, peer, Direction::Inbound, mode, stop).await;
-            }
-            (_, true) => {
-                let accepted =
-                    tokio::time::timeout(limits.handshake_timeout, self.tls.accept(tcp)).await;
-                let tls = match accepted {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        let reason = PeerRejected::from_io_error(&e)
-                            .map_or("handshake_error", |r| r.reason());
-                        tracing::info!(%remote, reason, error = %e, "mTLS handshake refused");
-                        self.metrics.handshake_failed(reason);
-                        return;
-                    }
-                    Err(_) => {
-                        self.metrics.handshake_failed("timeout");
-                        return;
-                    }
-                };
-                let conn = tls.get_ref().1;
-                let peer = Arc::new(Peer {
-                    id: warden_identity::tls::peer_spiffe_id(conn),
-                    cert_hash: conn
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|leaf| hex::encode(Sha256::digest(leaf))),
-                });
-                self.serve(tls, peer, Direction::Inbound, mode, stop).await;
-            }
-        }
-    }
-
-    async fn serve<I>(
-        self: Arc<Self>,
-        io: I,
-        peer: Arc<Peer>,
-        direction: Direction,
-        mode: MtlsMode,
-        mut stop: watch::Receiver<bool>,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let handler = self.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
-            let peer = peer.clone();
-            async move {
-                let response = match direction {
-                    Direction::Inbound => handler.inbound(req, &peer, mode).await,
-                    Direction::Egress => handler.egress(req).await,
-                };
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let conn = self.http.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            }
-            _ = stopped(&mut stop) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        }
-    }
-
     fn count(
         &self,
         direction: &'static str,
@@ -489,7 +296,10 @@ impl Sidecar {
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let response = self.forward(parts, body, ForwardVia::Plain).await;
+        let response = self
+            .upstreams
+            .send(Request::from_parts(parts, body), &Via::Plain)
+            .await;
         self.count("inbound", mode, &verdict, response.status());
         response
     }
@@ -535,12 +345,9 @@ impl Sidecar {
             rule: "egress",
             reason: "",
         };
-        let (scheme, via) = match (&expected, dynamic.mode) {
-            (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => match self.mesh_client(id) {
-                Ok(client) => ("https", ForwardVia::Mesh(client)),
-                Err(e) => return json_error(StatusCode::BAD_GATEWAY, "tls_config", &e),
-            },
-            _ => ("http", ForwardVia::Plain),
+        let (scheme, via) = match (expected, dynamic.mode) {
+            (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => ("https", Via::Mesh(id)),
+            _ => ("http", Via::Plain),
         };
         parts.uri = match format!("{scheme}://{authority}{path}").parse() {
             Ok(uri) => uri,
@@ -556,99 +363,12 @@ impl Sidecar {
         if let Ok(host) = HeaderValue::from_str(&authority) {
             parts.headers.insert(http::header::HOST, host);
         }
-        let response = self.forward(parts, body, via).await;
+        let response = self
+            .upstreams
+            .send(Request::from_parts(parts, body), &via)
+            .await;
         self.count("egress", dynamic.mode, &verdict, response.status());
         response
-    }
-
-    /// The pooled mTLS client that expects `id` of the server.
-    fn mesh_client(&self, id: &SpiffeId) -> Result<Arc<MeshClient>, String> {
-        if let Some(client) = self.mesh_clients.load().get(id) {
-            return Ok(client.clone());
-        }
-        let tls = client_config(self.identity.clone(), Authorizer::exactly(id.clone()))
-            .map_err(|e| e.to_string())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.config.limits.handshake_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let client: Arc<MeshClient> = Arc::new(
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        );
-        self.mesh_clients.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(id.clone()).or_insert_with(|| client.clone());
-            map
-        });
-        Ok(client)
-    }
-
-    async fn forward(
-        &self,
-        parts: http::request::Parts,
-        body: Incoming,
-        via: ForwardVia,
-    ) -> Response<ProxyBody> {
-        let limits = &self.config.limits;
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes) {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "max_body_bytes",
-                "the request body is larger than the configured limit",
-            );
-        }
-        let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-        let body: ProxyBody = Limited::new(body, limit).boxed();
-        let request = Request::from_parts(parts, body);
-        let sent = match via {
-            ForwardVia::Plain => {
-                tokio::time::timeout(limits.upstream_timeout, self.plain_client.request(request))
-                    .await
-            }
-            ForwardVia::Mesh(client) => {
-                tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
-            }
-        };
-        match sent {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.map_err(Into::into).boxed())
-            }
-            Ok(Err(e)) => {
-                if error_chain_has::<http_body_util::LengthLimitError>(&e) {
-                    return json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "max_body_bytes",
-                        "the request body is larger than the configured limit",
-                    );
-                }
-                let reason = error_chain(&e);
-                tracing::warn!(error = %reason, "upstream request failed");
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    &format!("upstream request failed: {reason}"),
-                )
-            }
-            Err(_) => json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            ),
-        }
     }
 
     fn update_expiry_gauge(&self) {
@@ -661,32 +381,6 @@ impl Sidecar {
                 .set(identity.not_after() - now);
         }
     }
-}
-
-enum ForwardVia {
-    Plain,
-    Mesh(Arc<MeshClient>),
-}
-
-fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if err.is::<E>() {
-            return true;
-        }
-        current = err.source();
-    }
-    false
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut current = e.source();
-    while let Some(err) = current {
-        parts.push(err.to_string());
-        current = err.source();
-    }
-    parts.join(": ")
 }
 
 /// A 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC.
@@ -712,43 +406,6 @@ async fn deny(
         }
     }
     json_error(StatusCode::FORBIDDEN, verdict.rule, verdict.reason)
-}
-
-/// Calls `on_change` (debounced) whenever `path` is written, created or replaced. The parent
-/// directory is watched, so editors that replace the file are seen too.
-fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'static) {
-    let (tx, mut rx) = mpsc::channel::<()>(16);
-    let name = path.file_name().map(|n| n.to_owned());
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && event.paths.iter().any(|p| p.file_name() == name.as_deref())
-        {
-            let _ = tx.try_send(());
-        }
-    });
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let watcher = watcher.and_then(|mut w| {
-        notify::Watcher::watch(&mut w, dir, notify::RecursiveMode::NonRecursive).map(|()| w)
-    });
-    let watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot watch; changes need a restart");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        let _watcher = watcher;
-        while rx.recv().await.is_some() {
-            while let Ok(Some(())) =
-                tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
-            {}
-            on_change();
-        }
-    });
 }
 
 /// The pseudo-method a sidecar decides calls by (it does not parse A2A bodies; the gateway
@@ -844,53 +501,5 @@ impl Sidecar {
             tracing::info!(source, from = %current.mode, to = %next.mode, "settings changed; they apply to new connections");
             self.dynamic.store(Arc::new(next));
         }
-    }
-}
-
-async fn serve_admin(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    identity: Arc<ArcSwap<Option<Arc<dyn SvidSource>>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        let metrics = metrics.clone();
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                let identity = identity.clone();
-                async move {
-                    let ready = identity
-                        .load()
-                        .as_ref()
-                        .as_ref()
-                        .is_some_and(|source| source.current().is_some());
-                    let (status, body): (StatusCode, Bytes) = match req.uri().path() {
-                        "/healthz" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
-                        "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
-                        "/readyz" => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"no SVID loaded yet\n"),
-                        ),
-                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
-                        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
-                    };
-                    let mut response = Response::new(full(body));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
     }
 }

@@ -1,0 +1,168 @@
+//! Sending a request on: pooled plaintext and mTLS clients, body limits, and errors mapped to
+//! JSON responses. Used by the sidecar (to its app and for egress) and by the gateway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use warden_identity::source::SvidSource;
+use warden_identity::tls::client_config;
+use warden_identity::{Authorizer, SpiffeId};
+
+use crate::config::Limits;
+use crate::http::{ProxyBody, json_error, strip_hop_by_hop};
+
+type MeshClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// How a request leaves.
+pub enum Via {
+    /// Plain HTTP.
+    Plain,
+    /// mTLS with this process's SVID, to a server that must prove the given identity.
+    Mesh(SpiffeId),
+}
+
+/// The pooled clients of one process.
+pub struct Upstreams {
+    identity: Arc<dyn SvidSource>,
+    limits: Limits,
+    plain: Client<HttpConnector, ProxyBody>,
+    /// mTLS clients by the server identity they expect; built on first use.
+    mesh: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
+}
+
+impl Upstreams {
+    /// Clients presenting `identity`'s SVID, within `limits`.
+    pub fn new(identity: Arc<dyn SvidSource>, limits: Limits) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.handshake_timeout));
+        connector.set_nodelay(true);
+        Self {
+            identity,
+            plain: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+            mesh: ArcSwap::from_pointee(HashMap::new()),
+            limits,
+        }
+    }
+
+    /// The pooled mTLS client that expects `id` of the server.
+    fn mesh_client(&self, id: &SpiffeId) -> Result<Arc<MeshClient>, String> {
+        if let Some(client) = self.mesh.load().get(id) {
+            return Ok(client.clone());
+        }
+        let tls = client_config(self.identity.clone(), Authorizer::exactly(id.clone()))
+            .map_err(|e| e.to_string())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.limits.handshake_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client: Arc<MeshClient> = Arc::new(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        );
+        self.mesh.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(id.clone()).or_insert_with(|| client.clone());
+            map
+        });
+        Ok(client)
+    }
+
+    /// Sends `request` (its URI already absolute: `http://` for plain, `https://` for mesh),
+    /// streaming both bodies; the request body is cut at the body limit (413).
+    pub async fn send<B>(&self, request: Request<B>, via: &Via) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::http::BoxError>,
+    {
+        let limits = &self.limits;
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            return too_large();
+        }
+        let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let request = request.map(|body| -> ProxyBody { Limited::new(body, limit).boxed() });
+        let sent = match via {
+            Via::Plain => {
+                tokio::time::timeout(limits.upstream_timeout, self.plain.request(request)).await
+            }
+            Via::Mesh(id) => match self.mesh_client(id) {
+                Ok(client) => {
+                    tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
+                }
+                Err(e) => return json_error(StatusCode::BAD_GATEWAY, "tls_config", &e),
+            },
+        };
+        match sent {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.map_err(Into::into).boxed())
+            }
+            Ok(Err(e)) => {
+                if error_chain_has::<http_body_util::LengthLimitError>(&e) {
+                    return too_large();
+                }
+                let reason = error_chain(&e);
+                tracing::warn!(error = %reason, "upstream request failed");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    &format!("upstream request failed: {reason}"),
+                )
+            }
+            Err(_) => json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+        }
+    }
+}
+
+fn too_large() -> Response<ProxyBody> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "max_body_bytes",
+        "the request body is larger than the configured limit",
+    )
+}
+
+fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<E>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut current = e.source();
+    while let Some(err) = current {
+        parts.push(err.to_string());
+        current = err.source();
+    }
+    parts.join(": ")
+}

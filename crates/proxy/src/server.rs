@@ -1,0 +1,401 @@
+//! What every Warden listener does before a request reaches its handler: a connection limit,
+//! the first-byte sniff against the mode current at accept time, the mTLS handshake, HTTP/1.1
+//! or HTTP/2, and draining on shutdown. The sidecar's inbound and egress ports and the
+//! gateway all run on this.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use warden_identity::source::SvidSource;
+use warden_identity::tls::PeerRejected;
+use warden_model::MtlsMode;
+
+use crate::authz::Peer;
+use crate::config::Limits;
+use crate::http::{ProxyBody, full};
+use crate::metrics::Metrics;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request handler behind a listener.
+pub trait Service: Send + Sync + 'static {
+    /// The mode for a connection accepted now.
+    fn mode(&self) -> MtlsMode;
+
+    /// Handles one request of a connection from `peer` accepted under `mode`.
+    fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Arc<Peer>,
+        mode: MtlsMode,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+}
+
+/// What a listener needs besides its handler.
+pub struct Server {
+    /// TLS for connections that start with a ClientHello; `None` serves plaintext only.
+    pub tls: Option<TlsAcceptor>,
+    /// Where handshake failures are counted.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub limits: Limits,
+    http: auto::Builder<TokioExecutor>,
+}
+
+impl Server {
+    /// A server with HTTP limits from `limits`.
+    pub fn new(tls: Option<TlsAcceptor>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(limits.idle_timeout / 2))
+            .keep_alive_timeout(limits.idle_timeout / 2);
+        Self {
+            tls,
+            metrics,
+            limits,
+            http,
+        }
+    }
+}
+
+/// Stops listeners and waits for their connections to finish.
+pub struct Drain {
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    conn_tx: mpsc::Sender<()>,
+    conn_rx: mpsc::Receiver<()>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (conn_tx, conn_rx) = mpsc::channel(1);
+        Self {
+            stop_tx,
+            stop_rx,
+            conn_tx,
+            conn_rx,
+            loops: Vec::new(),
+        }
+    }
+}
+
+impl Drain {
+    /// A receiver that turns true on shutdown.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_rx.clone()
+    }
+
+    /// Serves `listener` with `service` until shutdown.
+    pub fn listen<S: Service>(
+        &mut self,
+        server: Arc<Server>,
+        service: Arc<S>,
+        listener: TcpListener,
+    ) {
+        let limit = Arc::new(Semaphore::new(server.limits.max_connections));
+        self.loops.push(tokio::spawn(accept_loop(
+            server,
+            service,
+            listener,
+            limit,
+            self.stop_rx.clone(),
+            self.conn_tx.clone(),
+        )));
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]).
+    pub async fn shutdown(self) {
+        let Self {
+            stop_tx,
+            conn_tx,
+            mut conn_rx,
+            loops,
+            ..
+        } = self;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        drop(conn_tx);
+        if tokio::time::timeout(DRAIN_TIMEOUT, conn_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain timed out after {DRAIN_TIMEOUT:?}; closing remaining connections"
+            );
+        }
+    }
+}
+
+/// Resolves once the stop flag is set (the borrow of the flag ends here, not at the caller).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Which listener.
+    pub what: &'static str,
+    /// The I/O error.
+    pub source: std::io::Error,
+}
+
+/// Binds a TCP listener, naming it in the error.
+pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, what, source })
+}
+
+async fn accept_loop<S: Service>(
+    server: Arc<Server>,
+    service: Arc<S>,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    conn_tx: mpsc::Sender<()>,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (server, service, stop, guard) = (
+            server.clone(),
+            service.clone(),
+            stop.clone(),
+            conn_tx.clone(),
+        );
+        tokio::spawn(async move {
+            connection(server, service, tcp, remote, stop).await;
+            drop(permit);
+            drop(guard);
+        });
+    }
+}
+
+async fn connection<S: Service>(
+    server: Arc<Server>,
+    service: Arc<S>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    // The mode is read once per connection: a change applies to new connections.
+    let mode = service.mode();
+    let limits = &server.limits;
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout(limits.handshake_timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == 0x16,
+        Ok(_) => return, // closed or failed before sending anything
+        Err(_) => {
+            server.metrics.handshake_failed("timeout");
+            return;
+        }
+    };
+    let tls = match (&server.tls, mode, is_tls) {
+        (_, MtlsMode::Strict, false) => {
+            tracing::debug!(%remote, "plaintext connection refused: Strict mode");
+            server.metrics.handshake_failed("plaintext_in_strict");
+            return;
+        }
+        (None, _, true) | (_, MtlsMode::Disabled, true) => {
+            tracing::debug!(%remote, "TLS connection refused: this port serves plaintext");
+            server.metrics.handshake_failed("tls_in_disabled");
+            return;
+        }
+        (_, _, false) => None,
+        (Some(tls), _, true) => Some(tls.clone()),
+    };
+    let Some(tls) = tls else {
+        let peer = Arc::new(Peer {
+            id: None,
+            cert_hash: None,
+        });
+        serve(server, service, tcp, peer, mode, stop).await;
+        return;
+    };
+    let stream = match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let reason = PeerRejected::from_io_error(&e).map_or("handshake_error", |r| r.reason());
+            tracing::info!(%remote, reason, error = %e, "mTLS handshake refused");
+            server.metrics.handshake_failed(reason);
+            return;
+        }
+        Err(_) => {
+            server.metrics.handshake_failed("timeout");
+            return;
+        }
+    };
+    let conn = stream.get_ref().1;
+    let peer = Arc::new(Peer {
+        id: warden_identity::tls::peer_spiffe_id(conn),
+        cert_hash: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| hex::encode(Sha256::digest(leaf))),
+    });
+    serve(server, service, stream, peer, mode, stop).await;
+}
+
+async fn serve<S: Service, I>(
+    server: Arc<Server>,
+    service: Arc<S>,
+    io: I,
+    peer: Arc<Peer>,
+    mode: MtlsMode,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = service_fn(move |req: Request<Incoming>| {
+        let (service, peer) = (service.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(service.call(req, peer, mode).await) }
+    });
+    let conn = server.http.serve_connection(TokioIo::new(io), handler);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Calls `on_change` (debounced) whenever `path` is written, created or replaced. The parent
+/// directory is watched, so editors that replace the file are seen too.
+pub fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'static) {
+    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let name = path.file_name().map(|n| n.to_owned());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+        {
+            let _ = tx.try_send(());
+        }
+    });
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let watcher = watcher.and_then(|mut w| {
+        notify::Watcher::watch(&mut w, dir, notify::RecursiveMode::NonRecursive).map(|()| w)
+    });
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot watch; changes need a restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            while let Ok(Some(())) =
+                tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+            {}
+            on_change();
+        }
+    });
+}
+
+/// The identity a process has, once its source is up (the admin port starts before it).
+pub type IdentitySlot = Arc<ArcSwap<Option<Arc<dyn SvidSource>>>>;
+
+/// `/healthz`, `/readyz` (503 until the first SVID), `/metrics`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    identity: IdentitySlot,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let (metrics, identity) = (metrics.clone(), identity.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (metrics, identity) = (metrics.clone(), identity.clone());
+                async move {
+                    let ready = identity
+                        .load()
+                        .as_ref()
+                        .as_ref()
+                        .is_some_and(|source| source.current().is_some());
+                    let (status, body): (StatusCode, Bytes) = match req.uri().path() {
+                        "/healthz" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
+                        "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
+                        "/readyz" => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Bytes::from_static(b"no SVID loaded yet\n"),
+                        ),
+                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
+                        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+                    };
+                    let mut response = Response::new(full(body));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
