@@ -25,6 +25,35 @@ pub(crate) enum CaCommand {
     /// Show a certificate's SPIFFE ID, validity and issuer, and the verdict of every SPIFFE
     /// rule. Exit 0 valid, 1 a rule is broken (named on the last line), 2 unreadable input.
     Inspect(InspectArgs),
+    /// Print the trust bundle: PEM (X.509 authorities) or SPIFFE bundle JSON (with the JWT
+    /// authorities, for `warden gateway --jwt-bundle`).
+    Bundle(BundleArgs),
+    /// Print a JWT-SVID for an ID of the CA's trust domain.
+    Jwt(JwtArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BundleArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// pem or spiffe.
+    #[arg(long, default_value = "pem", value_parser = ["pem", "spiffe"])]
+    format: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JwtArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The subject.
+    #[arg(long)]
+    id: SpiffeId,
+    /// An audience (repeatable).
+    #[arg(long, required = true)]
+    audience: Vec<String>,
+    /// Lifetime.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +132,19 @@ pub(crate) async fn run(cmd: CaCommand, state_dir: &Path) -> anyhow::Result<Exit
         CaCommand::Issue(args) => issue(args, state_dir),
         CaCommand::Serve(args) => serve(args, state_dir).await,
         CaCommand::Inspect(args) => Ok(inspect(args)),
+        CaCommand::Bundle(args) => {
+            let ca = load(&args.dir.resolve(state_dir))?;
+            match args.format.as_str() {
+                "spiffe" => println!("{}", String::from_utf8_lossy(&ca.bundle().to_spiffe_json())),
+                _ => print!("{}", ca.bundle().to_pem()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::Jwt(args) => {
+            let ca = load(&args.dir.resolve(state_dir))?;
+            println!("{}", ca.issue_jwt(&args.id, &args.audience, args.ttl)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -129,14 +171,18 @@ fn init(args: InitArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn issue(args: IssueArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let dir = args.dir.resolve(state_dir);
-    let ca = CertificateAuthority::load(&dir).with_context(|| {
+fn load(dir: &Path) -> anyhow::Result<CertificateAuthority> {
+    CertificateAuthority::load(dir).with_context(|| {
         format!(
             "loading the CA in {} (run `warden ca init` first?)",
             dir.display()
         )
-    })?;
+    })
+}
+
+fn issue(args: IssueArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.resolve(state_dir);
+    let ca = load(&dir)?;
     let svid = ca.issue_x509(&args.id, args.ttl)?;
     svid.write_files(&args.out, ca.bundle())?;
     println!(
@@ -152,13 +198,7 @@ async fn serve(args: ServeArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     if args.ttl < Duration::from_secs(2) {
         bail!("--ttl must be at least 2s (SVIDs rotate at half-life)");
     }
-    let dir = args.dir.resolve(state_dir);
-    let ca = CertificateAuthority::load(&dir).with_context(|| {
-        format!(
-            "loading the CA in {} (run `warden ca init` first?)",
-            dir.display()
-        )
-    })?;
+    let ca = load(&args.dir.resolve(state_dir))?;
     let server = WorkloadApiServer::new(Arc::new(ca), args.ttl);
     server
         .serve(

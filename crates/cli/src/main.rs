@@ -2,6 +2,7 @@
 //! library crates; see `docs/ARCHITECTURE.md` for how the pieces fit.
 
 mod ca;
+mod gateway;
 mod policy;
 mod sidecar;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
     /// strict), egress mTLS origination, verified caller identity to the app.
     Sidecar(Box<sidecar::SidecarArgs>),
+    /// Run the A2A gateway: /api/a2a/{namespace}/{agent}/ with per-request authentication,
+    /// authorization, delegation headers, card rewriting, streaming and audit.
+    Gateway(Box<gateway::GatewayArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             Command::Explain(args) => policy::run_explain(args),
             Command::Compile(args) => policy::compile(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
+            Command::Gateway(args) => gateway::run(*args).await,
         }
     });
     match result {

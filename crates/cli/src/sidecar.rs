@@ -10,9 +10,48 @@ use clap::Args;
 use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
-    DynamicFlags, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig, parse_duration,
-    parse_mesh_peer,
+    DynamicFlags, FileConfig, IdentityConfig, Limits, SidecarConfig, SnapshotConfig,
+    parse_duration, parse_mesh_peer,
 };
+
+/// Limits shared by the sidecar and the gateway.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Largest request head in bytes [default: 16384].
+    #[arg(long)]
+    max_header_bytes: Option<usize>,
+    /// Largest request body in bytes [default: 10485760].
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// First byte and TLS handshake deadline [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Idle connection timeout [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Connections served at once per listener [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Deadline for the upstream's response head [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    upstream_timeout: Option<Duration>,
+}
+
+impl LimitArgs {
+    /// These flags over `base`.
+    pub(crate) fn apply(&self, mut limits: Limits) -> Limits {
+        limits.max_header_bytes = self.max_header_bytes.unwrap_or(limits.max_header_bytes);
+        limits.max_body_bytes = self.max_body_bytes.unwrap_or(limits.max_body_bytes);
+        limits.handshake_timeout = self.handshake_timeout.unwrap_or(limits.handshake_timeout);
+        limits.idle_timeout = self.idle_timeout.unwrap_or(limits.idle_timeout);
+        limits.max_connections = self
+            .max_connections
+            .unwrap_or(limits.max_connections)
+            .max(1);
+        limits.upstream_timeout = self.upstream_timeout.unwrap_or(limits.upstream_timeout);
+        limits
+    }
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct SidecarArgs {
@@ -62,24 +101,8 @@ pub(crate) struct SidecarArgs {
     /// expects SPIFFE_ID.
     #[arg(long)]
     mesh_peer: Vec<String>,
-    /// Largest request head in bytes [default: 16384].
-    #[arg(long)]
-    max_header_bytes: Option<usize>,
-    /// Largest request body in bytes [default: 10485760].
-    #[arg(long)]
-    max_body_bytes: Option<u64>,
-    /// First byte and TLS handshake deadline [default: 5s].
-    #[arg(long, value_parser = parse_duration)]
-    handshake_timeout: Option<Duration>,
-    /// Idle connection timeout [default: 60s].
-    #[arg(long, value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// Connections served at once per listener [default: 1024].
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// Deadline for the upstream's response head [default: 60s].
-    #[arg(long, value_parser = parse_duration)]
-    upstream_timeout: Option<Duration>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// A compiled mesh snapshot (`warden compile`), watched: requests are decided by the
     /// policy of --agent in it, and the mode comes from it unless --mode is given.
     #[arg(long, requires = "agent")]
@@ -101,16 +124,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
         (Some(dir), _) => IdentityConfig::SvidDir(dir),
         (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
     };
-    let mut limits = file.limits.clone().unwrap_or_default();
-    limits.max_header_bytes = args.max_header_bytes.unwrap_or(limits.max_header_bytes);
-    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    limits.handshake_timeout = args.handshake_timeout.unwrap_or(limits.handshake_timeout);
-    limits.idle_timeout = args.idle_timeout.unwrap_or(limits.idle_timeout);
-    limits.max_connections = args
-        .max_connections
-        .unwrap_or(limits.max_connections)
-        .max(1);
-    limits.upstream_timeout = args.upstream_timeout.unwrap_or(limits.upstream_timeout);
+    let limits = args.limits.apply(file.limits.clone().unwrap_or_default());
     let gateway_url = match args.gateway_url.or(file.gateway_url.clone()) {
         Some(url) => Some(
             url.parse::<http::Uri>()

@@ -2,155 +2,14 @@
 //! and a test app behind it.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warden_testkit::openssl::{OpensslCa, svid_extensions, time_from_now};
-use warden_testkit::process::{Running, free_addr, wait_listening};
+mod common;
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const SPECIALIST: &str = "spiffe://warden.local/ns/team-beta/sa/specialist";
-const ORCHESTRATOR: &str = "spiffe://warden.local/ns/team-alpha/sa/orchestrator";
-const ROGUE: &str = "spiffe://warden.local/ns/team-gamma/sa/rogue";
-const GATEWAY: &str = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
-
-/// An openssl CA for warden.local with SVIDs for the three workloads, and a spiffe-helper
-/// directory for the specialist's sidecar.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = OpensslCa::new(dir.path(), "ca", "warden.local");
-        for (name, id) in [
-            ("specialist", SPECIALIST),
-            ("orchestrator", ORCHESTRATOR),
-            ("rogue", ROGUE),
-            ("gateway", GATEWAY),
-        ] {
-            let ext = svid_extensions(id);
-            let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
-            ca.sign_leaf(name, &ext, &time_from_now(-60), &time_from_now(3600));
-            let svid_dir = dir.path().join(format!("{name}-svid"));
-            std::fs::create_dir_all(&svid_dir).unwrap();
-            std::fs::copy(
-                dir.path().join(format!("{name}.pem")),
-                svid_dir.join("svid.pem"),
-            )
-            .unwrap();
-            std::fs::copy(
-                dir.path().join(format!("{name}.key")),
-                svid_dir.join("svid_key.pem"),
-            )
-            .unwrap();
-            std::fs::copy(ca.cert_path(), svid_dir.join("svid_bundle.pem")).unwrap();
-        }
-        Self { dir }
-    }
-
-    fn svid_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}-svid"))
-    }
-
-    fn cert(&self, name: &str) -> String {
-        self.dir
-            .path()
-            .join(format!("{name}.pem"))
-            .display()
-            .to_string()
-    }
-
-    fn key(&self, name: &str) -> String {
-        self.dir
-            .path()
-            .join(format!("{name}.key"))
-            .display()
-            .to_string()
-    }
-}
-
-struct Sidecar {
-    process: Running,
-    inbound: SocketAddr,
-    admin: SocketAddr,
-}
-
-fn start_sidecar(svid_dir: &Path, app: SocketAddr, extra: &[&str]) -> Sidecar {
-    let inbound = free_addr();
-    let admin = free_addr();
-    let mut args = vec![
-        "sidecar".to_owned(),
-        "--inbound".into(),
-        inbound.to_string(),
-        "--app".into(),
-        app.to_string(),
-        "--admin".into(),
-        admin.to_string(),
-        "--svid-dir".into(),
-        svid_dir.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new(WARDEN)
-        .args(&args)
-        .env_remove("MTLS_MODE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn warden sidecar");
-    let process = Running(child);
-    wait_listening(inbound, Duration::from_secs(10));
-    Sidecar {
-        process,
-        inbound,
-        admin,
-    }
-}
-
-fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-s", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl is installed (scripts/test.sh installs it)")
-}
-
-/// Plaintext GET; (exit code, body).
-fn plain(sidecar: &Sidecar, path: &str, headers: &[&str]) -> (i32, String) {
-    let url = format!("http://{}{path}", sidecar.inbound);
-    let mut args: Vec<&str> = Vec::new();
-    for h in headers {
-        args.extend(["-H", h]);
-    }
-    args.push(&url);
-    let out = curl(&args);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// mTLS GET as `who` (server certificate not checked by curl: the sidecar's SVID has no DNS
-/// name; the test is about the sidecar checking the client).
-fn mtls(pki: &Pki, who: &str, sidecar: &Sidecar, path: &str, extra: &[&str]) -> (i32, String) {
-    let url = format!("https://{}{path}", sidecar.inbound);
-    let (cert, key) = (pki.cert(who), pki.key(who));
-    let mut args = vec!["-k", "--cert", &cert, "--key", &key];
-    args.extend(extra);
-    args.push(&url);
-    let out = curl(&args);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn headers(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
+use common::*;
+use warden_testkit::process::{free_addr, wait_listening};
 
 const SPOOF: &str = "x-forwarded-client-cert: By=spiffe://warden.local/ns/x/sa/evil;URI=spiffe://warden.local/ns/kube-system/sa/admin";
 
@@ -605,33 +464,6 @@ async fn readiness_waits_for_the_first_svid() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(mtls(&pki, "orchestrator", &sc, "/headers", &[]).0, 0);
-}
-
-fn compile_example(out: &Path, edit: impl Fn(&str) -> String) {
-    let dir = out.parent().unwrap().join(format!(
-        "manifests-{}",
-        out.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
-    for entry in std::fs::read_dir(example).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(dir.join(path.file_name().unwrap()), edit(&text)).unwrap();
-    }
-    let tmp = out.with_extension("new");
-    let status = Command::new(WARDEN)
-        .args([
-            "compile",
-            dir.to_str().unwrap(),
-            "--out",
-            tmp.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::rename(&tmp, out).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,16 +32,7 @@ pub fn resolve_caller(
     if config.gateway_ids.contains(id)
         && let Some(value) = forwarded.and_then(|v| v.to_str().ok())
     {
-        let caller = if value == "anonymous" {
-            Caller::Anonymous
-        } else {
-            match SpiffeId::new(value) {
-                Ok(id) => Caller::Spiffe(id),
-                // A gateway that sends garbage forwards nobody.
-                Err(_) => Caller::Anonymous,
-            }
-        };
-        return (caller, true);
+        return (parse_caller_header(value), true);
     }
     (Caller::Spiffe(id.clone()), false)
 }
@@ -114,4 +105,27 @@ pub fn authorize_by_flags(
             }
         }
     }
+}
+
+/// How a gateway writes the caller it verified into `x-warden-caller`: the SPIFFE ID,
+/// `jwt:<issuer>#<subject>`, or `anonymous`.
+pub fn caller_header_value(caller: &Caller) -> String {
+    match caller {
+        Caller::Spiffe(id) => id.to_string(),
+        Caller::Jwt { issuer, subject } => format!("jwt:{issuer}#{subject}"),
+        Caller::Anonymous => "anonymous".into(),
+    }
+}
+
+/// Reads `x-warden-caller`; anything unreadable forwards nobody (anonymous).
+pub fn parse_caller_header(value: &str) -> Caller {
+    if let Some(jwt) = value.strip_prefix("jwt:")
+        && let Some((issuer, subject)) = jwt.rsplit_once('#')
+    {
+        return Caller::Jwt {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        };
+    }
+    SpiffeId::new(value).map_or(Caller::Anonymous, Caller::Spiffe)
 }

@@ -11,11 +11,15 @@
 //! - [`metrics`]: `warden_*` Prometheus metrics;
 //! - [`server`]: listeners, the mode sniff, the TLS handshake, HTTP serving, drain, admin;
 //! - [`forward`]: pooled plaintext and mTLS upstream clients, body limits;
-//! - [`sidecar`]: the sidecar's inbound and egress handling.
+//! - [`sidecar`]: the sidecar's inbound and egress handling;
+//! - [`gateway`]: the A2A gateway, with [`authn`] (mTLS, JWT-SVID, OIDC) and [`audit`].
 
+pub mod audit;
+pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod forward;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod server;

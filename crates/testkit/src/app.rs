@@ -6,6 +6,8 @@
 //!   [`App::release_stream`] — `data: two`, then the end. A client that sees `one` before
 //!   releasing proves the proxy does not buffer.
 //! - `GET /slow`: answers after 1 s.
+//! - `GET /.well-known/agent-card.json`: a card whose URLs point at 10.9.9.9 (to be rewritten),
+//!   with ETag `"card-v1"` (304 on revalidation).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,6 +67,33 @@ async fn handle(
             response
                 .headers_mut()
                 .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok(response)
+        }
+        ("GET", "/.well-known/agent-card.json") => {
+            if req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"card-v1\"")
+            {
+                let mut response = Response::new(full(""));
+                *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+                return Ok(response);
+            }
+            let card = serde_json::json!({
+                "name": "test agent",
+                "url": "http://10.9.9.9:9999/",
+                "preferredTransport": "JSONRPC",
+                "additionalInterfaces": [{"url": "http://10.9.9.9:9999/", "transport": "JSONRPC"}],
+                "supportedInterfaces": [{"url": "http://10.9.9.9:9999/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+                "skills": []
+            });
+            let mut response = Response::new(full(card.to_string()));
+            response
+                .headers_mut()
+                .insert("etag", "\"card-v1\"".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
             Ok(response)
         }
         ("GET", "/slow") => {

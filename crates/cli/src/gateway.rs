@@ -1,0 +1,105 @@
+//! `warden gateway`: flags → the gateway's configuration.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use warden_identity::TrustDomain;
+use warden_model::MtlsMode;
+use warden_proxy::config::{IdentityConfig, Limits};
+use warden_proxy::gateway::{AuditTarget, GatewayConfig};
+
+use crate::sidecar::LimitArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// The listener.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    listen: SocketAddr,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The compiled snapshot (`warden compile`), watched: a change applies to the next request.
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// permissive (mTLS and plaintext on the one port) or strict (mTLS only).
+    #[arg(long, default_value = "permissive")]
+    mode: MtlsMode,
+    /// Workload API endpoint (unix:///path) [default: SPIFFE_ENDPOINT_SOCKET].
+    #[arg(long, conflicts_with = "svid_dir")]
+    workload_api: Option<String>,
+    /// spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem), watched.
+    #[arg(long)]
+    svid_dir: Option<PathBuf>,
+    /// Trust domain of the mesh [default: warden.local].
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
+    /// NAMESPACE/AGENT=HOST:PORT (repeatable): where the agent's sidecar listens.
+    #[arg(long)]
+    endpoint: Vec<String>,
+    /// Audit log file, or `-` for stdout. One JSON line per request.
+    #[arg(long)]
+    audit_log: Option<String>,
+    /// Rotate the audit log to <file>.1 past this many bytes.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    audit_max_bytes: u64,
+    /// A SPIFFE bundle (JSON, `warden ca bundle --format spiffe`) whose JWT authorities
+    /// verify JWT-SVIDs.
+    #[arg(long)]
+    jwt_bundle: Option<PathBuf>,
+    /// The audience JWT-SVIDs must carry.
+    #[arg(long, default_value = "warden-gateway")]
+    jwt_audience: String,
+    /// The URL clients use to reach the gateway, for card URLs [default: http://<listen>].
+    #[arg(long)]
+    public_url: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if args.mode == MtlsMode::Disabled {
+        anyhow::bail!("--mode: the gateway runs permissive or strict");
+    }
+    let mut endpoints = HashMap::new();
+    for text in &args.endpoint {
+        let (agent, addr) = text
+            .split_once('=')
+            .filter(|(agent, addr)| agent.contains('/') && !addr.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--endpoint {text:?}: expected NAMESPACE/AGENT=HOST:PORT")
+            })?;
+        endpoints.insert(agent.to_owned(), addr.to_owned());
+    }
+    let config = GatewayConfig {
+        listen: args.listen,
+        admin: args.admin,
+        identity: match (args.svid_dir, args.workload_api) {
+            (Some(dir), _) => IdentityConfig::SvidDir(dir),
+            (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
+        },
+        trust_domain: match args.trust_domain {
+            Some(td) => td,
+            None => TrustDomain::new(warden_identity::DEFAULT_TRUST_DOMAIN)?,
+        },
+        mode: args.mode,
+        snapshot: args.snapshot,
+        endpoints,
+        audit: match args.audit_log.as_deref() {
+            None => AuditTarget::None,
+            Some("-") => AuditTarget::Stdout,
+            Some(path) => AuditTarget::File {
+                path: path.into(),
+                max_bytes: args.audit_max_bytes,
+            },
+        },
+        jwt_bundle: args.jwt_bundle,
+        jwt_audience: args.jwt_audience,
+        public_url: args.public_url,
+        limits: args.limits.apply(Limits::default()),
+    };
+    warden_proxy::gateway::run_gateway(config, crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

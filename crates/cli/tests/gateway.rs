@@ -1,0 +1,548 @@
+//! `warden gateway` as a real process in front of real sidecars, with curl and a Rust client.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use warden_testkit::process::{Running, free_addr, wait_listening};
+
+/// The example mesh plus `team-beta/public` (from: All, Permissive) and an OIDC issuer.
+fn mesh_edit(text: &str) -> String {
+    let mut text = text.to_owned();
+    if text.contains("kind: MeshConfig") {
+        text = text.replace(
+            "  defaultMtlsMode: Permissive\n",
+            "  defaultMtlsMode: Permissive\n  jwtIssuers:\n    - issuer: https://idp.test\n      audiences: [warden]\n      jwksFile: jwks.json\n",
+        );
+    }
+    if text.contains("name: specialist") && text.contains("kind: Agent") {
+        text.push_str(
+            "---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: public\n  namespace: team-beta\nspec:\n  allowedNamespaces:\n    from: All\n",
+        );
+    }
+    text
+}
+
+struct Mesh {
+    pki: Pki,
+    _app: warden_testkit::app::App,
+    snapshot: PathBuf,
+    _specialist: Sidecar,
+    _public: Sidecar,
+    gateway: Running,
+    addr: SocketAddr,
+    audit: PathBuf,
+    oidc_key: PathBuf,
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let pki = Pki::new();
+        let app = warden_testkit::app::start().await;
+        let dir = pki.dir.path().to_owned();
+        let snapshot = dir.join("snapshot.json");
+        let oidc_key = make_oidc_issuer(&dir);
+        compile_example(&snapshot, mesh_edit);
+        let snap = snapshot.to_str().unwrap();
+        let specialist = start_sidecar(
+            &pki.svid_dir("specialist"),
+            app.addr,
+            &["--snapshot", snap, "--agent", "team-beta/specialist"],
+        );
+        let public = start_sidecar(
+            &pki.svid_dir("public"),
+            app.addr,
+            &["--snapshot", snap, "--agent", "team-beta/public"],
+        );
+        // A JWT-SVID issuer: a warden CA for warden.local whose JWT authority is in the bundle.
+        let ca = dir.join("jwt-ca");
+        assert!(
+            Command::new(WARDEN)
+                .args(["ca", "init", "--dir", ca.to_str().unwrap()])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+        let bundle = Command::new(WARDEN)
+            .args([
+                "ca",
+                "bundle",
+                "--dir",
+                ca.to_str().unwrap(),
+                "--format",
+                "spiffe",
+            ])
+            .output()
+            .unwrap();
+        std::fs::write(dir.join("jwt-bundle.json"), bundle.stdout).unwrap();
+        let addr = free_addr();
+        let audit = dir.join("audit.log");
+        let child = Command::new(WARDEN)
+            .args([
+                "gateway",
+                "--listen",
+                &addr.to_string(),
+                "--snapshot",
+                snap,
+                "--svid-dir",
+                pki.svid_dir("gateway").to_str().unwrap(),
+                "--endpoint",
+                &format!("team-beta/specialist={}", specialist.inbound),
+                "--endpoint",
+                &format!("team-beta/public={}", public.inbound),
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "--jwt-bundle",
+                dir.join("jwt-bundle.json").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway = Running(child);
+        wait_listening(addr, Duration::from_secs(10));
+        Mesh {
+            pki,
+            _app: app,
+            snapshot,
+            _specialist: specialist,
+            _public: public,
+            gateway,
+            addr,
+            audit,
+            oidc_key,
+        }
+    }
+
+    fn url(&self, agent: &str, rest: &str) -> String {
+        format!("https://{}/api/a2a/team-beta/{agent}/{rest}", self.addr)
+    }
+
+    /// curl to the gateway as `who` (mTLS) or, with `None`, plaintext and anonymous.
+    fn call(&self, who: Option<&str>, agent: &str, rest: &str, extra: &[&str]) -> (String, String) {
+        let url = match who {
+            Some(_) => self.url(agent, rest),
+            None => format!("http://{}/api/a2a/team-beta/{agent}/{rest}", self.addr),
+        };
+        let (cert, key) = who
+            .map(|w| (self.pki.cert(w), self.pki.key(w)))
+            .unwrap_or_default();
+        let mut args: Vec<&str> = Vec::new();
+        if who.is_some() {
+            args.extend(["-k", "--cert", &cert, "--key", &key]);
+        }
+        args.extend(extra);
+        args.extend(["-w", "\n%{http_code}", &url]);
+        let out = curl(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (status.to_owned(), body.to_owned())
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+const SEND: &str = r#"{"jsonrpc":"2.0","id":"r1","method":"message/send","params":{"message":{"role":"user","contextId":"ctx-9","parts":[{"kind":"text","text":"hi"}]}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_and_a_denied_cross_namespace_call_each_leave_an_audit_line() {
+    let mesh = Mesh::start().await;
+    let json = [
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "X-Delegation-Token: forged",
+        "-H",
+        "A2A-Version: 1.0",
+        "-d",
+        SEND,
+    ];
+    let (status, body) = mesh.call(Some("orchestrator"), "specialist", "", &json);
+    assert_eq!(status, "200", "{body}");
+    let seen = headers(&body);
+    // The specialist's sidecar saw the forwarded caller, not the gateway.
+    assert_eq!(
+        seen["x-forwarded-client-cert"],
+        format!("By={SPECIALIST};URI={ORCHESTRATOR}")
+    );
+    // headersFrom replaced what the client sent; A2A headers pass through.
+    assert_eq!(seen["x-delegation-token"], "delegated-by-team-alpha");
+    assert_eq!(seen["x-team"], "team-alpha");
+    assert_eq!(seen["a2a-version"], "1.0");
+
+    let (status, body) = mesh.call(Some("rogue"), "specialist", "", &json);
+    assert_eq!(status, "403");
+    let denial = headers(&body);
+    assert_eq!(denial["id"], "r1");
+    assert_eq!(denial["error"]["data"]["rule"], "namespace_selector");
+
+    let lines = mesh.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (allow, deny) = (&lines[0], &lines[1]);
+    assert_eq!(allow["caller"], ORCHESTRATOR);
+    assert_eq!(allow["authn"], "mtls");
+    assert_eq!(allow["target"], "team-beta/specialist");
+    assert_eq!(allow["method"], "SendMessage");
+    assert_eq!(allow["context_id"], "ctx-9");
+    assert_eq!(
+        (
+            allow["decision"].as_str(),
+            allow["rule"].as_str(),
+            allow["status"].as_u64()
+        ),
+        (Some("allow"), Some("namespace_selector"), Some(200))
+    );
+    assert!(
+        allow["bytes_out"].as_u64().unwrap() > 0 && allow["latency_ms"].as_f64().unwrap() > 0.0
+    );
+    assert_eq!(deny["caller"], ROGUE);
+    assert_eq!(
+        (deny["decision"].as_str(), deny["status"].as_u64()),
+        (Some("deny"), Some(403))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabelling_the_callers_namespace_flips_allow_to_deny_within_a_second() {
+    let mut mesh = Mesh::start().await;
+    let pid = mesh.gateway.pid();
+    assert_eq!(
+        mesh.call(Some("orchestrator"), "specialist", "headers", &[])
+            .0,
+        "200"
+    );
+    compile_example(&mesh.snapshot, |t| {
+        mesh_edit(t).replace(
+            "    a2a-access: specialist\n    tier: internal\n",
+            "    tier: internal\n",
+        )
+    });
+    let changed = Instant::now();
+    loop {
+        let (status, _) = mesh.call(Some("orchestrator"), "specialist", "headers", &[]);
+        if status == "403" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "still {status} after {:?}",
+            changed.elapsed()
+        );
+    }
+    assert!(mesh.gateway.alive());
+    assert_eq!(mesh.gateway.pid(), pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_reach_from_all_in_permissive_and_nothing_else() {
+    let mesh = Mesh::start().await;
+    assert_eq!(mesh.call(None, "public", "headers", &[]).0, "200");
+    let (status, body) = mesh.call(None, "specialist", "headers", &[]);
+    assert_eq!(status, "403");
+    assert_eq!(headers(&body)["error"]["rule"], "namespace_selector");
+    // Self-asserted identity headers authenticate nobody.
+    let (status, _) = mesh.call(
+        None,
+        "specialist",
+        "headers",
+        &[
+            "-H",
+            "X-User-Id: admin",
+            "-H",
+            &format!("x-warden-caller: {ORCHESTRATOR}"),
+        ],
+    );
+    assert_eq!(status, "403");
+    let (status, _) = mesh.call(None, "nobody", "headers", &[]);
+    assert_eq!(status, "404");
+}
+
+/// A P-256 key (made by openssl) and its JWKS at `dir/jwks.json`, as issuer https://idp.test.
+fn make_oidc_issuer(dir: &Path) -> PathBuf {
+    let key = dir.join("idp.key");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let der = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let point = &der[der.len() - 64..];
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "idp-1", "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&point[..32]), "y": URL_SAFE_NO_PAD.encode(&point[32..]),
+    }]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    key
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn oidc_token(key: &Path, claims: serde_json::Value, alg: jsonwebtoken::Algorithm) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some("idp-1".into());
+    let key = match alg {
+        jsonwebtoken::Algorithm::HS256 => jsonwebtoken::EncodingKey::from_secret(b"shared-secret"),
+        _ => jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(key).unwrap()).unwrap(),
+    };
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_svids_and_oidc_tokens_are_checked_and_every_refusal_says_why() {
+    use jsonwebtoken::Algorithm::{ES256, HS256};
+    let mesh = Mesh::start().await;
+    let ca = mesh.pki.dir.path().join("jwt-ca");
+    let jwt_svid = |aud: &str| {
+        let out = Command::new(WARDEN)
+            .args([
+                "ca",
+                "jwt",
+                "--dir",
+                ca.to_str().unwrap(),
+                "--id",
+                ORCHESTRATOR,
+                "--audience",
+                aud,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let bearer = |t: &str| format!("authorization: Bearer {t}");
+
+    // A JWT-SVID for the orchestrator is the orchestrator: admitted by the selector.
+    let (status, body) = mesh.call(
+        None,
+        "specialist",
+        "headers",
+        &["-H", &bearer(&jwt_svid("warden-gateway"))],
+    );
+    assert_eq!(status, "200", "{body}");
+    assert!(
+        headers(&body).get("authorization").is_none(),
+        "the gateway's token must not reach the agent"
+    );
+    let (status, body) = mesh.call(
+        None,
+        "specialist",
+        "headers",
+        &["-H", &bearer(&jwt_svid("someone-else"))],
+    );
+    assert_eq!(status, "401");
+    assert!(
+        headers(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JWT-SVID refused"),
+        "{body}"
+    );
+
+    // An OIDC token: a subject that belongs to no namespace, admitted by from: All only.
+    let good = serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "alice", "exp": now() + 300});
+    let token = oidc_token(&mesh.oidc_key, good.clone(), ES256);
+    let (status, body) = mesh.call(None, "public", "headers", &["-H", &bearer(&token)]);
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        mesh.call(None, "specialist", "headers", &["-H", &bearer(&token)])
+            .0,
+        "403"
+    );
+
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let tampered = {
+        let t = oidc_token(&mesh.oidc_key, good.clone(), ES256);
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        let payload = serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "root", "exp": now() + 300});
+        parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
+        parts.join(".")
+    };
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(good.to_string())
+    );
+    let cases = [
+        (
+            "expired",
+            oidc_token(&mesh.oidc_key, with("exp", (now() - 3600).into()), ES256),
+            "token expired",
+        ),
+        (
+            "wrong audience",
+            oidc_token(&mesh.oidc_key, with("aud", "other".into()), ES256),
+            "wrong audience",
+        ),
+        (
+            "wrong issuer",
+            oidc_token(
+                &mesh.oidc_key,
+                with("iss", "https://evil.test".into()),
+                ES256,
+            ),
+            "unknown issuer https://evil.test",
+        ),
+        ("alg none", none, "malformed token"),
+        (
+            "HS256",
+            oidc_token(&mesh.oidc_key, good.clone(), HS256),
+            "not allowed",
+        ),
+        ("tampered", tampered, "signature does not verify"),
+    ];
+    for (what, token, reason) in cases {
+        let (status, body) = mesh.call(None, "public", "headers", &["-H", &bearer(&token)]);
+        assert_eq!(status, "401", "{what}: {body}");
+        let message = headers(&body)["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(reason), "{what}: {message}");
+    }
+    let refused = mesh
+        .audit_lines()
+        .iter()
+        .filter(|l| l["authn"] == "invalid")
+        .count();
+    assert_eq!(refused, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
+    let mesh = Mesh::start().await;
+    let (status, body) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        ".well-known/agent-card.json",
+        &[],
+    );
+    assert_eq!(status, "200", "{body}");
+    assert!(!body.contains("10.9.9.9"), "{body}");
+    let card = headers(&body);
+    let expected = format!("http://{}/api/a2a/team-beta/specialist/", mesh.addr);
+    assert_eq!(card["url"], expected);
+    assert_eq!(card["additionalInterfaces"][0]["url"], expected);
+    assert_eq!(card["supportedInterfaces"][0]["url"], expected);
+    // Second fetch: revalidated by ETag, same card.
+    let (status, again) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        ".well-known/agent.json",
+        &[],
+    );
+    assert_eq!(status, "200");
+    assert_eq!(headers(&again), card);
+
+    let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
+    let mut child = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "-k",
+            "--max-time",
+            "10",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            &mesh.url("specialist", "sse"),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || (lines.next().and_then(|l| l.ok()), lines));
+    let (first, mut lines) = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("first event before the end")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("data: one"));
+    mesh._app.release_stream();
+    let rest: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.by_ref().map_while(Result::ok).collect())
+            .await
+            .unwrap();
+    assert!(rest.contains(&"data: two".to_owned()));
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ten_thousand_requests_leaves_ten_thousand_audit_lines() {
+    use http_body_util::{BodyExt, Empty};
+    let mesh = Mesh::start().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{}/api/a2a/team-beta/public/headers", mesh.addr)
+        .parse()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, uri) = (client.clone(), uri.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..200 {
+                let response = client.get(uri.clone()).await.unwrap();
+                let status = response.status();
+                response.into_body().collect().await.unwrap();
+                if status == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap();
+    }
+    assert_eq!(ok, 10_000);
+    let lines = std::fs::read_to_string(&mesh.audit).unwrap();
+    assert_eq!(lines.lines().count(), 10_000);
+    assert!(
+        lines
+            .lines()
+            .all(|l| l.contains("\"target\":\"team-beta/public\"") && l.contains("\"status\":200"))
+    );
+}

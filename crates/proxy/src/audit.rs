@@ -1,0 +1,229 @@
+//! The audit log: one JSON line per request, written before the response ends.
+//!
+//! A generated response (denial, error) is logged before it is returned; a proxied response is
+//! logged when its body ends (or is abandoned), so the record has the status, latency and byte
+//! counts and is on disk before the client sees the end of the stream. Lines go straight to
+//! the file (no user-space buffer), so a SIGTERM after the drain loses nothing; the file is
+//! rotated to `<file>.1` past a size.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use serde::Serialize;
+
+use crate::http::{BoxError, ProxyBody};
+
+/// One audited request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// The caller: SPIFFE ID, `jwt:<issuer>#<subject>` or `anonymous`.
+    pub caller: String,
+    /// How it was authenticated: `mtls`, `jwt-svid`, `oidc`, `anonymous`, or `invalid`.
+    pub authn: &'static str,
+    /// `namespace/agent`.
+    pub target: String,
+    /// The A2A method (1.0 name), `GetAgentCard`, or the HTTP route when not A2A.
+    pub method: String,
+    /// Task id, when visible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Context id, when visible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rule that decided.
+    pub rule: String,
+    /// The HTTP status sent.
+    pub status: u16,
+    /// Milliseconds from arrival to the end of the response.
+    pub latency_ms: f64,
+    /// Request body bytes (as declared or read).
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// True when the client went away before the response ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
+}
+
+/// Where audit lines go.
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// A file, rotated past `max_bytes`.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The open file and its size.
+        file: Mutex<(File, u64)>,
+        /// Rotation threshold.
+        max_bytes: u64,
+    },
+    /// Nowhere.
+    Discard,
+}
+
+impl Sink {
+    /// Opens (appends to) an audit file.
+    pub fn file(path: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Sink::File {
+            path,
+            file: Mutex::new((file, size)),
+            max_bytes,
+        })
+    }
+
+    /// Writes one record as one line.
+    pub fn write(&self, record: &Record) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        match self {
+            Sink::Discard => {}
+            Sink::Stdout => {
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
+            Sink::File {
+                path,
+                file,
+                max_bytes,
+            } => {
+                let Ok(mut guard) = file.lock() else { return };
+                if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
+                    let rotated = path.with_extension("1");
+                    if std::fs::rename(path, &rotated).is_ok()
+                        && let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path)
+                    {
+                        *guard = (fresh, 0);
+                    }
+                }
+                if let Err(e) = guard.0.write_all(&line) {
+                    tracing::error!(error = %e, file = %path.display(), "audit write failed");
+                } else {
+                    guard.1 += line.len() as u64;
+                }
+            }
+        }
+    }
+}
+
+/// RFC 3339 for a time.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let millis = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A response body that writes its audit record when it ends, before the end reaches the
+/// client (or when it is dropped early).
+pub struct AuditedBody {
+    inner: ProxyBody,
+    record: Option<Record>,
+    sink: Arc<Sink>,
+    start: Instant,
+}
+
+impl AuditedBody {
+    /// Wraps `inner`; `record` is completed with bytes and latency when the body ends.
+    pub fn new(inner: ProxyBody, record: Record, sink: Arc<Sink>, start: Instant) -> Self {
+        Self {
+            inner,
+            record: Some(record),
+            sink,
+            start,
+        }
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some(mut record) = self.record.take() {
+            record.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            record.aborted = aborted;
+            self.sink.write(&record);
+        }
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes_out += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(false);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(true);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.finish(true);
+    }
+}
