@@ -38,6 +38,7 @@ struct Mesh {
     _public: Sidecar,
     gateway: Running,
     addr: SocketAddr,
+    admin: SocketAddr,
     audit: PathBuf,
     oidc_key: PathBuf,
 }
@@ -84,6 +85,7 @@ impl Mesh {
             .unwrap();
         std::fs::write(dir.join("jwt-bundle.json"), bundle.stdout).unwrap();
         let addr = free_addr();
+        let admin = free_addr();
         let audit = dir.join("audit.log");
         let child = Command::new(WARDEN)
             .args([
@@ -117,6 +119,7 @@ impl Mesh {
             _public: public,
             gateway,
             addr,
+            admin,
             audit,
             oidc_key,
         }

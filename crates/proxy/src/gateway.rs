@@ -25,7 +25,7 @@ use warden_identity::{Authorizer, TrustBundle, TrustBundleSet, TrustDomain};
 use warden_model::policy::{CARD_METHOD, Caller, decide};
 use warden_model::{CompiledAgent, MeshSnapshot, MtlsMode};
 
-use crate::audit::{AuditedBody, Record, Sink, rfc3339};
+use crate::audit::{Audit, AuditedBody, Record, Sink, rfc3339};
 use crate::authn::{JwtConfig, OidcIssuer, authenticate_bearer};
 use crate::authz::{Peer, caller_header_value};
 use crate::config::{IdentityConfig, Limits};
@@ -97,7 +97,7 @@ struct Gateway {
     config: GatewayConfig,
     state: ArcSwap<State>,
     upstreams: Upstreams,
-    sink: Arc<Sink>,
+    audit: Arc<Audit>,
     cards: Mutex<HashMap<String, CachedCard>>,
     base_url: String,
 }
@@ -129,12 +129,12 @@ pub async fn run_gateway(
         ClientAuth::Optional,
     )
     .map_err(|e| SidecarError::Identity(e.to_string()))?;
-    let sink = Arc::new(match &config.audit {
+    let sink = match &config.audit {
         AuditTarget::None => Sink::Discard,
         AuditTarget::Stdout => Sink::Stdout,
         AuditTarget::File { path, max_bytes } => Sink::file(path.clone(), *max_bytes)
             .map_err(|e| SidecarError::Config(format!("audit log {}: {e}", path.display())))?,
-    });
+    };
     let listener = bind(config.listen, "gateway").await?;
     tracing::info!(listen = %config.listen, mode = %config.mode, agents = state.snapshot.agents().len(), "gateway listening");
     let gateway = Arc::new(Gateway {
@@ -144,7 +144,10 @@ pub async fn run_gateway(
             .unwrap_or_else(|| format!("http://{}", config.listen)),
         upstreams: Upstreams::new(identity, config.limits.clone()),
         state: ArcSwap::from_pointee(state),
-        sink,
+        audit: Arc::new(Audit {
+            sink,
+            metrics: metrics.clone(),
+        }),
         cards: Mutex::new(HashMap::new()),
         config,
     });
@@ -266,7 +269,7 @@ impl Gateway {
     ) -> Response<ProxyBody> {
         record.status = response.status().as_u16();
         record.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        self.sink.write(&record);
+        self.audit.record(&record);
         response
     }
 
@@ -496,7 +499,7 @@ impl Gateway {
         let (parts, body) = response.into_parts();
         Response::from_parts(
             parts,
-            AuditedBody::new(body, record, self.sink.clone(), start).boxed(),
+            AuditedBody::new(body, record, self.audit.clone(), start).boxed(),
         )
     }
 

@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of a proxied request.
@@ -30,6 +31,26 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a gateway request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    /// `namespace/agent`.
+    pub target: String,
+    /// The A2A method.
+    pub method: String,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// HTTP status class.
+    pub status: &'static str,
+}
+
+/// Labels of a denial.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The rule that denied.
+    pub rule: String,
+}
+
 /// Every metric of the data plane.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +62,12 @@ pub struct Metrics {
     pub plaintext_requests: Counter,
     /// `warden_svid_expiry_seconds`: seconds until the current SVID expires.
     pub svid_expiry_seconds: Gauge<i64, AtomicI64>,
+    /// `warden_gateway_requests_total`.
+    pub gateway_requests: Family<GatewayLabels, Counter>,
+    /// `warden_gateway_denials_total`.
+    pub gateway_denials: Family<RuleLabels, Counter>,
+    /// `warden_gateway_request_duration_seconds`.
+    pub gateway_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -50,6 +77,11 @@ impl Default for Metrics {
         let handshake_failures = Family::default();
         let plaintext_requests = Counter::default();
         let svid_expiry_seconds = Gauge::default();
+        let gateway_requests = Family::default();
+        let gateway_denials = Family::default();
+        let gateway_latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]);
         registry.register(
             "requests",
             "Requests proxied, by direction, mode, decision, rule and status class",
@@ -70,8 +102,26 @@ impl Default for Metrics {
             "Seconds until the current SVID expires",
             svid_expiry_seconds.clone(),
         );
+        registry.register(
+            "gateway_requests",
+            "Gateway requests by target, method, decision and status class",
+            gateway_requests.clone(),
+        );
+        registry.register(
+            "gateway_denials",
+            "Gateway denials by rule",
+            gateway_denials.clone(),
+        );
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Gateway request latency, arrival to end of response",
+            gateway_latency.clone(),
+        );
         Self {
             registry,
+            gateway_requests,
+            gateway_denials,
+            gateway_latency,
             requests,
             handshake_failures,
             plaintext_requests,
