@@ -92,6 +92,8 @@ impl Mesh {
                 "gateway",
                 "--listen",
                 &addr.to_string(),
+                "--admin",
+                &admin.to_string(),
                 "--snapshot",
                 snap,
                 "--svid-dir",
@@ -217,6 +219,18 @@ async fn an_allowed_and_a_denied_cross_namespace_call_each_leave_an_audit_line()
         (deny["decision"].as_str(), deny["status"].as_u64()),
         (Some("deny"), Some(403))
     );
+
+    let metrics =
+        String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", mesh.admin)]).stdout)
+            .into_owned();
+    for line in [
+        r#"warden_gateway_requests_total{target="team-beta/specialist",method="SendMessage",decision="allow",status="2xx"} 1"#,
+        r#"warden_gateway_requests_total{target="team-beta/specialist",method="SendMessage",decision="deny",status="4xx"} 1"#,
+        r#"warden_gateway_denials_total{rule="namespace_selector"} 1"#,
+        "warden_gateway_request_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
