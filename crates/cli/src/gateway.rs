@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use warden_identity::TrustDomain;
 use warden_model::MtlsMode;
-use warden_proxy::config::{IdentityConfig, Limits};
+use warden_proxy::config::{FileConfig, Limits};
 use warden_proxy::gateway::{AuditTarget, GatewayConfig};
 
-use crate::sidecar::LimitArgs;
+use crate::sidecar::{IdentityArgs, LimitArgs};
 
 #[derive(Debug, Args)]
 pub(crate) struct GatewayArgs {
@@ -27,15 +26,8 @@ pub(crate) struct GatewayArgs {
     /// permissive (mTLS and plaintext on the one port) or strict (mTLS only).
     #[arg(long, default_value = "permissive")]
     mode: MtlsMode,
-    /// Workload API endpoint (unix:///path) [default: SPIFFE_ENDPOINT_SOCKET].
-    #[arg(long, conflicts_with = "svid_dir")]
-    workload_api: Option<String>,
-    /// spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem), watched.
-    #[arg(long)]
-    svid_dir: Option<PathBuf>,
-    /// Trust domain of the mesh [default: warden.local].
-    #[arg(long)]
-    trust_domain: Option<TrustDomain>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// NAMESPACE/AGENT=HOST:PORT (repeatable): where the agent's sidecar listens.
     #[arg(long)]
     endpoint: Vec<String>,
@@ -73,17 +65,12 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             })?;
         endpoints.insert(agent.to_owned(), addr.to_owned());
     }
+    let (identity, trust_domain) = args.identity.resolve(&FileConfig::default())?;
     let config = GatewayConfig {
         listen: args.listen,
         admin: args.admin,
-        identity: match (args.svid_dir, args.workload_api) {
-            (Some(dir), _) => IdentityConfig::SvidDir(dir),
-            (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
-        },
-        trust_domain: match args.trust_domain {
-            Some(td) => td,
-            None => TrustDomain::new(warden_identity::DEFAULT_TRUST_DOMAIN)?,
-        },
+        identity,
+        trust_domain,
         mode: args.mode,
         snapshot: args.snapshot,
         endpoints,

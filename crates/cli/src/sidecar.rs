@@ -14,6 +14,41 @@ use warden_proxy::config::{
     parse_duration, parse_mesh_peer,
 };
 
+/// Where the SVID comes from, shared by the sidecar and the gateway.
+#[derive(Debug, Args)]
+pub(crate) struct IdentityArgs {
+    /// Workload API endpoint (unix:///path) [default: SPIFFE_ENDPOINT_SOCKET].
+    #[arg(long, conflicts_with = "svid_dir")]
+    workload_api: Option<String>,
+    /// spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem), watched.
+    #[arg(long)]
+    svid_dir: Option<PathBuf>,
+    /// Trust domain of the mesh [default: warden.local].
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
+}
+
+impl IdentityArgs {
+    /// These flags over the config file's values (`file`), over the defaults.
+    pub(crate) fn resolve(
+        self,
+        file: &FileConfig,
+    ) -> anyhow::Result<(IdentityConfig, TrustDomain)> {
+        let source = match (
+            self.svid_dir.or(file.svid_dir.clone()),
+            self.workload_api.or(file.workload_api.clone()),
+        ) {
+            (Some(dir), _) => IdentityConfig::SvidDir(dir),
+            (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
+        };
+        let trust_domain = match self.trust_domain.or(file.trust_domain.clone()) {
+            Some(td) => td,
+            None => TrustDomain::new(warden_identity::DEFAULT_TRUST_DOMAIN)?,
+        };
+        Ok((source, trust_domain))
+    }
+}
+
 /// Limits shared by the sidecar and the gateway.
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
@@ -77,15 +112,8 @@ pub(crate) struct SidecarArgs {
     /// disabled | permissive | strict [default: permissive].
     #[arg(long, env = "MTLS_MODE")]
     mode: Option<MtlsMode>,
-    /// Workload API endpoint (unix:///path) [default: SPIFFE_ENDPOINT_SOCKET].
-    #[arg(long, conflicts_with = "svid_dir")]
-    workload_api: Option<String>,
-    /// spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem), watched.
-    #[arg(long)]
-    svid_dir: Option<PathBuf>,
-    /// Trust domain of the mesh [default: warden.local].
-    #[arg(long)]
-    trust_domain: Option<TrustDomain>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Admit this caller ID (repeatable). With no --allow-id/--allow-namespace, any ID of the
     /// trust domain is admitted.
     #[arg(long)]
@@ -117,13 +145,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let identity = match (
-        args.svid_dir.or(file.svid_dir.clone()),
-        args.workload_api.or(file.workload_api.clone()),
-    ) {
-        (Some(dir), _) => IdentityConfig::SvidDir(dir),
-        (None, endpoint) => IdentityConfig::WorkloadApi(endpoint),
-    };
+    let (identity, trust_domain) = args.identity.resolve(&file)?;
     let limits = args.limits.apply(file.limits.clone().unwrap_or_default());
     let gateway_url = match args.gateway_url.or(file.gateway_url.clone()) {
         Some(url) => Some(
@@ -151,10 +173,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
         gateway_url,
         admin: args.admin.or(file.admin),
         identity,
-        trust_domain: match args.trust_domain.or(file.trust_domain.clone()) {
-            Some(td) => td,
-            None => TrustDomain::new(warden_identity::DEFAULT_TRUST_DOMAIN)?,
-        },
+        trust_domain,
         mesh_peers,
         limits,
         flags: DynamicFlags {

@@ -44,7 +44,8 @@ pub struct VerifiedJwt {
     pub claims: Value,
 }
 
-const ALLOWED: [Algorithm; 8] = [
+/// The asymmetric algorithms Warden accepts for JWTs; `none` and HMAC never are.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 8] = [
     Algorithm::ES256,
     Algorithm::ES384,
     Algorithm::RS256,
@@ -86,7 +87,7 @@ pub fn validate_jwt_svid(
 ) -> Result<VerifiedJwt, JwtSvidError> {
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
-    if !ALLOWED.contains(&header.alg) {
+    if !ALLOWED_ALGORITHMS.contains(&header.alg) {
         return Err(JwtSvidError::AlgorithmNotAllowed(format!(
             "{:?}",
             header.alg

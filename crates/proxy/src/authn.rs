@@ -6,22 +6,10 @@
 use std::collections::HashMap;
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
+use warden_identity::jwt::ALLOWED_ALGORITHMS;
 use warden_identity::{SpiffeId, TrustBundleSet};
 use warden_model::policy::Caller;
-
-/// Asymmetric algorithms accepted; `none` and HMAC never are.
-const ALLOWED: [Algorithm; 9] = [
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::EdDSA,
-];
 
 /// A configured OIDC issuer with its keys.
 #[derive(Clone)]
@@ -60,7 +48,7 @@ pub fn authenticate_bearer(
     // `decode_header` refuses `alg: none` (not an algorithm it knows), which is what we want.
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| reject(format!("malformed token: {e}")))?;
-    if !ALLOWED.contains(&header.alg) {
+    if !ALLOWED_ALGORITHMS.contains(&header.alg) {
         return Err(reject(format!(
             "algorithm {:?} is not allowed (asymmetric algorithms only)",
             header.alg

@@ -34,8 +34,8 @@ use crate::http::{
     CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, json_error, jsonrpc_error, strip_hop_by_hop,
 };
 use crate::metrics::Metrics;
-use crate::server::{Drain, IdentitySlot, Server, Service, bind, serve_admin, watch_file};
-use crate::sidecar::{SidecarError, start_identity};
+use crate::server::{Drain, Server, Service, bind, start_admin_and_identity, watch_file};
+use crate::sidecar::SidecarError;
 
 /// Where the audit log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,18 +110,8 @@ pub async fn run_gateway(
     let state = load_state(&config).map_err(SidecarError::Config)?;
     let metrics = Arc::new(Metrics::default());
     let mut drain = Drain::default();
-    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
-    if let Some(addr) = config.admin {
-        let listener = bind(addr, "admin").await?;
-        tokio::spawn(serve_admin(
-            listener,
-            metrics.clone(),
-            slot.clone(),
-            drain.stop_signal(),
-        ));
-    }
-    let identity = start_identity(&config.identity).await?;
-    slot.store(Arc::new(Some(identity.clone())));
+    let identity =
+        start_admin_and_identity(config.admin, &config.identity, &metrics, &drain).await?;
     // Client certificates are optional: a caller without one is anonymous (or brings a JWT).
     let tls = server_config(
         identity.clone(),

@@ -399,3 +399,26 @@ pub async fn serve_admin(
         });
     }
 }
+
+/// Starts the admin port (if any) first, so that `/readyz` answers 503 while the identity
+/// loads, then the SVID source.
+pub async fn start_admin_and_identity(
+    admin: Option<SocketAddr>,
+    identity: &crate::config::IdentityConfig,
+    metrics: &Arc<Metrics>,
+    drain: &Drain,
+) -> Result<Arc<dyn SvidSource>, crate::sidecar::SidecarError> {
+    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
+    if let Some(addr) = admin {
+        let listener = bind(addr, "admin").await?;
+        tokio::spawn(serve_admin(
+            listener,
+            metrics.clone(),
+            slot.clone(),
+            drain.stop_signal(),
+        ));
+    }
+    let source = crate::sidecar::start_identity(identity).await?;
+    slot.store(Arc::new(Some(source.clone())));
+    Ok(source)
+}

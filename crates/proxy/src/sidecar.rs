@@ -30,7 +30,7 @@ use crate::http::{
 };
 use crate::metrics::{Metrics, RequestLabels, status_class};
 use crate::server::{
-    BindError, Drain, IdentitySlot, Server, Service, bind, serve_admin, watch_file,
+    BindError, Drain, Server, Service, bind, start_admin_and_identity, watch_file,
 };
 
 /// Why the sidecar could not start.
@@ -119,19 +119,8 @@ pub async fn run(
     };
 
     let mut drain = Drain::default();
-    // Admin first, so that /readyz answers 503 while the identity loads.
-    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
-    if let Some(addr) = config.admin {
-        let listener = bind(addr, "admin").await?;
-        tokio::spawn(serve_admin(
-            listener,
-            metrics.clone(),
-            slot.clone(),
-            drain.stop_signal(),
-        ));
-    }
-    let identity = start_identity(&config.identity).await?;
-    slot.store(Arc::new(Some(identity.clone())));
+    let identity =
+        start_admin_and_identity(config.admin, &config.identity, &metrics, &drain).await?;
 
     let tls = server_config(
         identity.clone(),
