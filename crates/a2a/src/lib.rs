@@ -5,7 +5,10 @@
 //!   1.0 name), id, task and context of a JSON-RPC request body;
 //! - [`rest_method`]: the method of an HTTP+JSON binding route (`message:send`, `tasks/{id}`…);
 //! - [`rewrite_card`]: every interface URL of a card (0.3 `url`, `additionalInterfaces`; 1.0
-//!   `supportedInterfaces`) replaced by the gateway's.
+//!   `supportedInterfaces`) replaced by the gateway's;
+//! - [`echo`]: the built-in echo agent.
+
+pub mod echo;
 
 use serde_json::Value;
 

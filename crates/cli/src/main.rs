@@ -61,6 +61,31 @@ enum Command {
     /// Run the A2A gateway: /api/a2a/{namespace}/{agent}/ with per-request authentication,
     /// authorization, delegation headers, card rewriting, streaming and audit.
     Gateway(Box<gateway::GatewayArgs>),
+    /// Built-in agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// An A2A 1.0 echo agent (0.3 method names too): card, SendMessage, SendStreamingMessage
+    /// (SSE), GetTask, CancelTask; its replies name the verified caller and the delegation
+    /// headers it received.
+    Echo(EchoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EchoArgs {
+    /// Where to listen (the sidecar's --app).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The agent's name, in its card and replies.
+    #[arg(long, default_value = "echo")]
+    name: String,
+    /// Forward each message to this agent's JSON-RPC URL (through the sidecar's egress, e.g.
+    /// http://127.0.0.1:15001/api/a2a/team-beta/specialist/) and include its reply.
+    #[arg(long)]
+    delegate_to: Option<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -96,6 +121,15 @@ fn main() -> ExitCode {
             Command::Compile(args) => policy::compile(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
+            Command::Agent(AgentCommand::Echo(args)) => {
+                let config = warden_a2a::echo::EchoConfig {
+                    listen: args.listen,
+                    name: args.name,
+                    delegate_to: args.delegate_to,
+                };
+                warden_a2a::echo::run(config, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
