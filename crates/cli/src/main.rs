@@ -5,6 +5,7 @@ mod ca;
 mod gateway;
 mod policy;
 mod sidecar;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,13 @@ enum Command {
     /// Built-in agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Run the local mesh from manifests: embedded CA and Workload API, the gateway, a sidecar
+    /// and an agent per Agent; prints the status and runs `verify` once ready.
+    Up(up::UpArgs),
+    /// Show the running local mesh: agents, conditions, addresses, cards, gateway, CA.
+    Status(up::StatusArgs),
+    /// Check the running local mesh, one PASS/FAIL row per property; exit 0 when all pass.
+    Verify(up::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +129,9 @@ fn main() -> ExitCode {
             Command::Compile(args) => policy::compile(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
+            Command::Up(args) => up::up(args, &cli.state_dir).await,
+            Command::Status(args) => up::status(args, &cli.state_dir),
+            Command::Verify(args) => up::verify(args, &cli.state_dir).await,
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,

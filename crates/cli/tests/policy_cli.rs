@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a")
 }
 
 fn warden(args: &[&str]) -> Output {

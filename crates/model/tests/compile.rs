@@ -9,7 +9,7 @@ use warden_model::policy::{Caller, decide};
 use warden_model::{MeshSnapshot, SnapshotStore};
 
 fn example() -> MeshSnapshot {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
     warden_model::compile(&warden_model::load_path(&path).unwrap(), 7).unwrap()
 }
 
@@ -41,7 +41,7 @@ fn admitted_cross_namespace_reference_is_accepted_with_its_headers() {
 
 #[test]
 fn a_reference_the_target_does_not_admit_is_not_accepted_and_names_both_sides() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
     let mut manifests = warden_model::load_path(&path).unwrap();
     // Give the rogue a tool reference to the specialist, whose selector team-gamma misses.
     let rogue = manifests

@@ -189,7 +189,7 @@ fn missing_paths_and_empty_directories_are_named() {
 #[test]
 fn the_example_loads_from_its_directory() {
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
     let manifests = warden_model::load_path(&path).unwrap();
     let snapshot = warden_model::compile(&manifests, 1).unwrap();
     assert_eq!(snapshot.agents().len(), 3);

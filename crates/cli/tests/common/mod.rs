@@ -161,7 +161,7 @@ pub fn compile_example(out: &Path, edit: impl Fn(&str) -> String) {
         out.file_name().unwrap().to_string_lossy()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
     for entry in std::fs::read_dir(example).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
