@@ -1,0 +1,208 @@
+//! `warden-bench`: measures Warden against a direct connection and nginx in the same run, on
+//! loopback, and reports ratios.
+//!
+//! Scenarios: `direct` (client → upstream), `nginx-mtls` (client → nginx terminating mTLS →
+//! upstream), `sidecar-mtls` (client → Strict sidecar → upstream), `mesh-path` (client →
+//! sidecar egress → gateway → sidecar → upstream), `handshakes` (new mTLS handshakes per second
+//! against the sidecar), `memory` (RSS idle and with 1,000 connections), `policy` (one decision
+//! with 100,000 agents). Each request is an A2A `SendMessage` of 1 KiB.
+
+mod load;
+mod setup;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+/// Warden against a direct connection and nginx, side by side.
+#[derive(Debug, Parser)]
+#[command(name = "warden-bench", version)]
+struct Args {
+    /// Short runs (the whole invocation under 3 minutes on 2 cores).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Open-loop rate, requests per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Connections for the closed-loop throughput run.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// The `warden` binary [default: next to this one].
+    #[arg(long)]
+    warden: Option<PathBuf>,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Serialize, Default)]
+struct Scenario {
+    name: String,
+    rps: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    cpu_seconds: Option<f64>,
+    rss_kib: Option<u64>,
+    skipped: Option<String>,
+    rps_vs_direct: Option<f64>,
+    rps_vs_nginx: Option<f64>,
+    added_p99_ms_vs_direct: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Report {
+    machine: String,
+    quick: bool,
+    rate: u64,
+    scenarios: Vec<Scenario>,
+    handshakes_per_sec: Option<f64>,
+    sidecar_idle_rss_kib: Option<u64>,
+    sidecar_1k_conn_rss_kib: Option<u64>,
+    gateway_idle_rss_kib: Option<u64>,
+    policy_decision_ns: Option<f64>,
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn table(report: &Report) -> String {
+    let mut out = String::from(
+        "| scenario | rps | p50 ms | p99 ms | max ms | cpu s | rss KiB | rps ÷ direct | rps ÷ nginx | added p99 ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in &report.scenarios {
+        if let Some(why) = &s.skipped {
+            out.push_str(&format!(
+                "| {} | skipped: {why} | | | | | | | | |\n",
+                s.name
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.name,
+            fmt(s.rps, 0),
+            fmt(s.p50_ms, 3),
+            fmt(s.p99_ms, 3),
+            fmt(s.max_ms, 3),
+            fmt(s.cpu_seconds, 2),
+            s.rss_kib.map_or("–".into(), |r| r.to_string()),
+            fmt(s.rps_vs_direct, 2),
+            fmt(s.rps_vs_nginx, 2),
+            fmt(s.added_p99_ms_vs_direct, 3),
+        ));
+    }
+    out.push_str(&format!(
+        "\nhandshakes/s: {} · sidecar RSS idle {} KiB, with 1,000 connections {} KiB · gateway RSS idle {} KiB · policy decision {} ns\n",
+        fmt(report.handshakes_per_sec, 0),
+        report.sidecar_idle_rss_kib.map_or("–".into(), |v| v.to_string()),
+        report.sidecar_1k_conn_rss_kib.map_or("–".into(), |v| v.to_string()),
+        report.gateway_idle_rss_kib.map_or("–".into(), |v| v.to_string()),
+        fmt(report.policy_decision_ns, 0),
+    ));
+    out
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let warden = match args.warden.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("warden"),
+    };
+    anyhow::ensure!(
+        warden.exists(),
+        "{} not found; build it (cargo build --release -p warden-cli) or pass --warden",
+        warden.display()
+    );
+    let (closed, open) = if args.quick {
+        (Duration::from_secs(4), Duration::from_secs(4))
+    } else {
+        (Duration::from_secs(15), Duration::from_secs(15))
+    };
+    let env = setup::Env::start(&warden).await?;
+    let mut report = Report {
+        machine: setup::machine(),
+        quick: args.quick,
+        rate: args.rate,
+        ..Report::default()
+    };
+    let targets = [
+        ("direct", Some(env.direct())),
+        ("nginx-mtls", env.nginx()),
+        ("sidecar-mtls", Some(env.sidecar())),
+        ("mesh-path", Some(env.mesh_path())),
+    ];
+    for (name, target) in targets {
+        let Some(target) = target else {
+            report.scenarios.push(Scenario {
+                name: name.into(),
+                skipped: Some(env.nginx_skip_reason()),
+                ..Scenario::default()
+            });
+            continue;
+        };
+        eprintln!("running {name}…");
+        let cpu_before = setup::cpu_seconds(&target.pids);
+        let rps = load::closed_loop(&target, args.connections, closed).await?;
+        let latencies = load::open_loop(&target, args.rate, open).await?;
+        let cpu = setup::cpu_seconds(&target.pids) - cpu_before;
+        report.scenarios.push(Scenario {
+            name: name.into(),
+            rps: Some(rps),
+            p50_ms: Some(latencies.quantile(0.50)),
+            p99_ms: Some(latencies.quantile(0.99)),
+            max_ms: Some(latencies.max()),
+            cpu_seconds: (!target.pids.is_empty()).then_some(cpu),
+            rss_kib: target.pids.first().and_then(|p| setup::rss_kib(*p)),
+            ..Scenario::default()
+        });
+    }
+    let direct = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "direct")
+        .cloned()
+        .unwrap_or_default();
+    let nginx = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "nginx-mtls" && s.skipped.is_none())
+        .cloned();
+    for s in report.scenarios.iter_mut().filter(|s| s.skipped.is_none()) {
+        s.rps_vs_direct = s.rps.zip(direct.rps).map(|(a, b)| a / b);
+        s.rps_vs_nginx = nginx
+            .as_ref()
+            .and_then(|n| s.rps.zip(n.rps))
+            .map(|(a, b)| a / b);
+        s.added_p99_ms_vs_direct = s.p99_ms.zip(direct.p99_ms).map(|(a, b)| a - b);
+    }
+    eprintln!("running handshakes…");
+    report.handshakes_per_sec = Some(
+        load::handshakes(
+            &env.sidecar(),
+            if args.quick {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(10)
+            },
+        )
+        .await?,
+    );
+    eprintln!("running memory…");
+    let (idle, loaded) = env.sidecar_memory().await?;
+    report.sidecar_idle_rss_kib = idle;
+    report.sidecar_1k_conn_rss_kib = loaded;
+    report.gateway_idle_rss_kib = env.gateway_rss();
+    eprintln!("running policy…");
+    report.policy_decision_ns = Some(setup::policy_decision_ns());
+    println!("{}", table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
