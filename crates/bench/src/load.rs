@@ -107,6 +107,10 @@ impl Latencies {
 }
 
 /// Sends at `rate` per second for `duration`; each latency counts from the intended send time.
+///
+/// Requests are dispatched from a dedicated thread that sleeps with the OS timer (tens of
+/// microseconds), not tokio's millisecond timer wheel, so the harness does not add its own
+/// scheduling lateness to every latency.
 pub async fn open_loop(
     target: &Arc<Target>,
     rate: u64,
@@ -115,17 +119,27 @@ pub async fn open_loop(
     let body = send_message();
     let count = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        let intended = start + interval * i as u32;
-        tokio::time::sleep_until(intended).await;
-        let (target, body) = (target.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let ok = one(&target, &body).await;
-            (ok, intended.elapsed().as_secs_f64() * 1000.0)
-        }));
-    }
+    let handle = tokio::runtime::Handle::current();
+    let target_for_thread = target.clone();
+    let dispatcher = std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let intended = start + interval * i as u32;
+            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let (target, body) = (target_for_thread.clone(), body.clone());
+            tasks.push(handle.spawn(async move {
+                let ok = one(&target, &body).await;
+                (ok, intended.elapsed().as_secs_f64() * 1000.0)
+            }));
+        }
+        tasks
+    });
+    let tasks = tokio::task::spawn_blocking(move || dispatcher.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the dispatcher thread panicked"))?;
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut failed = 0;
     for t in tasks {

@@ -27,8 +27,18 @@ const CLIENT: &str = "spiffe://warden.local/ns/bench-a/sa/client";
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
+    /// SIGTERM (nginx's master then stops its workers; sidecars drain), SIGKILL after 5 s.
     fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.0 {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

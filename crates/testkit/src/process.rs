@@ -38,8 +38,15 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// SIGTERM first, so that a supervisor (`warden up`) stops its own children; SIGKILL only
+    /// if it has not exited within 5 s.
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        if self.alive() {
+            self.terminate();
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.0.kill();
+            }
+        }
         let _ = self.0.wait();
     }
 }
