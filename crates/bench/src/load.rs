@@ -65,26 +65,12 @@ pub async fn closed_loop(
         "{}: the first request failed",
         target.url
     );
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let (target, body) = (target.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                while start.elapsed() < duration {
-                    if one(&target, &body).await {
-                        done += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await?;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let target = target.clone();
+    per_second(connections, duration, move || {
+        let (target, body) = (target.clone(), body.clone());
+        async move { one(&target, &body).await }
+    })
+    .await
 }
 
 /// Latencies in milliseconds.
@@ -165,22 +151,36 @@ pub async fn handshakes(target: &Arc<Target>, duration: Duration) -> anyhow::Res
         .tls
         .clone()
         .ok_or_else(|| anyhow::anyhow!("handshakes need a TLS target"))?;
+    let addr = target.addr.clone();
+    per_second(8, duration, move || {
+        let (connector, addr) = (tokio_rustls::TlsConnector::from(tls.clone()), addr.clone());
+        async move {
+            match TcpStream::connect(&addr).await {
+                Ok(tcp) => connector
+                    .connect(warden_identity::tls::mesh_server_name(), tcp)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `loops` concurrent loops of `attempt` for `duration`; successful attempts per second.
+async fn per_second<F, Fut>(loops: usize, duration: Duration, attempt: F) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let start = Instant::now();
-    let tasks: Vec<_> = (0..8)
+    let tasks: Vec<_> = (0..loops)
         .map(|_| {
-            let (tls, addr) = (tls.clone(), target.addr.clone());
+            let attempt = attempt.clone();
             tokio::spawn(async move {
-                let connector = tokio_rustls::TlsConnector::from(tls);
                 let mut done = 0u64;
                 while start.elapsed() < duration {
-                    let Ok(tcp) = TcpStream::connect(&addr).await else {
-                        continue;
-                    };
-                    if connector
-                        .connect(warden_identity::tls::mesh_server_name(), tcp)
-                        .await
-                        .is_ok()
-                    {
+                    if attempt().await {
                         done += 1;
                     }
                 }

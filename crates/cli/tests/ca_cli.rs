@@ -4,6 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use warden_testkit::openssl::run as openssl;
+
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 fn warden(args: &[&str]) -> Output {
@@ -11,20 +13,6 @@ fn warden(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run warden")
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stdout(out: &Output) -> String {

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -493,36 +492,7 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(headers(&again), card);
 
     let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
-    let mut child = Command::new("curl")
-        .args([
-            "-s",
-            "-N",
-            "-k",
-            "--max-time",
-            "10",
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            &mesh.url("specialist", "sse"),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::task::spawn_blocking(move || (lines.next().and_then(|l| l.ok()), lines));
-    let (first, mut lines) = tokio::time::timeout(Duration::from_secs(5), first)
-        .await
-        .expect("first event before the end")
-        .unwrap();
-    assert_eq!(first.as_deref(), Some("data: one"));
-    mesh._app.release_stream();
-    let rest: Vec<String> =
-        tokio::task::spawn_blocking(move || lines.by_ref().map_while(Result::ok).collect())
-            .await
-            .unwrap();
-    assert!(rest.contains(&"data: two".to_owned()));
-    assert!(child.wait().unwrap().success());
+    assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh._app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

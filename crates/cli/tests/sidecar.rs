@@ -1,7 +1,6 @@
 //! `warden sidecar` as a real process, with curl as the client, certificates made by openssl,
 //! and a test app behind it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -306,39 +305,7 @@ async fn http2_works_and_server_sent_events_are_not_buffered() {
     // The app sends the first event and holds the stream open until released; the client
     // must see that event first.
     let (cert, key) = (pki.cert("orchestrator"), pki.key("orchestrator"));
-    let mut child = Command::new("curl")
-        .args([
-            "-s",
-            "-N",
-            "-k",
-            "--max-time",
-            "10",
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            &format!("https://{}/sse", sc.inbound),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::task::spawn_blocking(move || {
-        let line = lines.next().and_then(|l| l.ok());
-        (line, lines)
-    });
-    let (first_line, mut lines) = tokio::time::timeout(Duration::from_secs(5), first)
-        .await
-        .expect("the first event arrived while the upstream was still streaming")
-        .unwrap();
-    assert_eq!(first_line.as_deref(), Some("data: one"));
-    app.release_stream();
-    let rest: Vec<String> =
-        tokio::task::spawn_blocking(move || lines.by_ref().map_while(Result::ok).collect())
-            .await
-            .unwrap();
-    assert!(rest.contains(&"data: two".to_owned()), "{rest:?}");
-    assert!(child.wait().unwrap().success());
+    assert_sse_not_buffered(&format!("https://{}/sse", sc.inbound), &cert, &key, &app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

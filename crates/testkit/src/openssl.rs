@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs openssl with `args` in `dir`, panicking with its stderr when it fails.
-pub fn run(dir: &Path, args: &[&str]) {
+/// Runs openssl with `args` in `dir`, panicking with its stderr when it fails; its output.
+pub fn run(dir: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -16,6 +16,7 @@ pub fn run(dir: &Path, args: &[&str]) {
         "openssl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// A CA made by openssl: `<name>.pem` and `<name>.key` (PKCS#8) in `dir`.

@@ -181,3 +181,45 @@ pub fn compile_example(out: &Path, edit: impl Fn(&str) -> String) {
     assert!(status.success());
     std::fs::rename(&tmp, out).unwrap();
 }
+
+/// Streams `url` with curl (mTLS as `cert`/`key`) from the test app's `/sse`: the first event
+/// must arrive while the app still holds the stream open; then the app is released and the
+/// rest must follow.
+pub async fn assert_sse_not_buffered(
+    url: &str,
+    cert: &str,
+    key: &str,
+    app: &warden_testkit::app::App,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "-k",
+            "--max-time",
+            "10",
+            "--cert",
+            cert,
+            "--key",
+            key,
+            url,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let first = tokio::task::spawn_blocking(move || (lines.next().and_then(|l| l.ok()), lines));
+    let (first, mut lines) = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first event arrived while the upstream was still streaming")
+        .expect("reader");
+    assert_eq!(first.as_deref(), Some("data: one"));
+    app.release_stream();
+    let rest: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.by_ref().map_while(Result::ok).collect())
+            .await
+            .expect("reader");
+    assert!(rest.contains(&"data: two".to_owned()), "{rest:?}");
+    assert!(child.wait().expect("curl").success());
+}
