@@ -44,10 +44,10 @@ async fn one(target: &Target, body: &Bytes) -> bool {
         return false;
     };
     let via = match &target.expect {
-        Some(id) => Via::Mesh(id.clone()),
+        Some(id) => Via::Mesh(id),
         None => Via::Plain,
     };
-    let response = target.client.send(request, &via).await;
+    let response = target.client.send(request, via).await;
     let ok = response.status().is_success();
     ok && response.into_body().collect().await.is_ok()
 }

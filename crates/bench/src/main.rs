@@ -32,6 +32,13 @@ struct Args {
     /// Connections for the closed-loop throughput run.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Run only these scenarios (comma-separated: direct, nginx-mtls, sidecar-mtls, mesh-path,
+    /// handshakes, memory, policy); for profiling one path.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Seconds per closed and open loop [default: 15, or 4 with --quick].
+    #[arg(long)]
+    seconds: Option<u64>,
     /// The `warden` binary [default: next to this one].
     #[arg(long)]
     warden: Option<PathBuf>,
@@ -119,11 +126,9 @@ async fn main() -> anyhow::Result<()> {
         "{} not found; build it (cargo build --release -p warden-cli) or pass --warden",
         warden.display()
     );
-    let (closed, open) = if args.quick {
-        (Duration::from_secs(4), Duration::from_secs(4))
-    } else {
-        (Duration::from_secs(15), Duration::from_secs(15))
-    };
+    let seconds = args.seconds.unwrap_or(if args.quick { 4 } else { 15 });
+    let (closed, open) = (Duration::from_secs(seconds), Duration::from_secs(seconds));
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let env = setup::Env::start(&warden).await?;
     let mut report = Report {
         machine: setup::machine(),
@@ -138,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
         ("mesh-path", Some(env.mesh_path())),
     ];
     for (name, target) in targets {
+        if !wanted(name) {
+            continue;
+        }
         let Some(target) = target else {
             report.scenarios.push(Scenario {
                 name: name.into(),
@@ -181,25 +189,23 @@ async fn main() -> anyhow::Result<()> {
             .map(|(a, b)| a / b);
         s.added_p99_ms_vs_direct = s.p99_ms.zip(direct.p99_ms).map(|(a, b)| a - b);
     }
-    eprintln!("running handshakes…");
-    report.handshakes_per_sec = Some(
-        load::handshakes(
-            &env.sidecar(),
-            if args.quick {
-                Duration::from_secs(3)
-            } else {
-                Duration::from_secs(10)
-            },
-        )
-        .await?,
-    );
-    eprintln!("running memory…");
-    let (idle, loaded) = env.sidecar_memory().await?;
-    report.sidecar_idle_rss_kib = idle;
-    report.sidecar_1k_conn_rss_kib = loaded;
-    report.gateway_idle_rss_kib = env.gateway_rss();
-    eprintln!("running policy…");
-    report.policy_decision_ns = Some(setup::policy_decision_ns());
+    if wanted("handshakes") {
+        eprintln!("running handshakes…");
+        let seconds = args.seconds.unwrap_or(if args.quick { 3 } else { 10 });
+        report.handshakes_per_sec =
+            Some(load::handshakes(&env.sidecar(), Duration::from_secs(seconds)).await?);
+    }
+    if wanted("memory") {
+        eprintln!("running memory…");
+        let (idle, loaded) = env.sidecar_memory().await?;
+        report.sidecar_idle_rss_kib = idle;
+        report.sidecar_1k_conn_rss_kib = loaded;
+        report.gateway_idle_rss_kib = env.gateway_rss();
+    }
+    if wanted("policy") {
+        eprintln!("running policy…");
+        report.policy_decision_ns = Some(setup::policy_decision_ns());
+    }
     println!("{}", table(&report));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

@@ -345,7 +345,7 @@ async fn fetch_cards(mesh: &Mesh, upstreams: &Upstreams) {
         let (scheme, via, transport) = if agent.mtls_mode == MtlsMode::Disabled {
             ("http", Via::Plain, "http")
         } else {
-            ("https", Via::Mesh(agent.spiffe_id.clone()), "mtls")
+            ("https", Via::Mesh(&agent.spiffe_id), "mtls")
         };
         let request = match http::Request::get(format!(
             "{scheme}://{}/.well-known/agent-card.json",
@@ -356,7 +356,7 @@ async fn fetch_cards(mesh: &Mesh, upstreams: &Upstreams) {
             Ok(r) => r,
             Err(_) => continue,
         };
-        let response = upstreams.send(request, &via).await;
+        let response = upstreams.send(request, via).await;
         let status = response.status();
         let body = response
             .into_body()

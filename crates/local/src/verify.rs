@@ -69,7 +69,7 @@ impl Client {
         })
     }
 
-    async fn call(&self, url: &str, via: &Via, body: Option<&Value>) -> (u16, String) {
+    async fn call(&self, url: &str, via: Via<'_>, body: Option<&Value>) -> (u16, String) {
         let builder = match body {
             Some(_) => {
                 http::Request::post(url).header(http::header::CONTENT_TYPE, "application/json")
@@ -152,7 +152,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
         .url
         .trim_end_matches('/')
         .replace("http://", "https://");
-    let via_gateway = Via::Mesh(gateway_id);
+    let via_gateway = Via::Mesh(&gateway_id);
     let verifier_id = SpiffeId::for_workload(
         snapshot.trust_domain(),
         &orchestrator.namespace,
@@ -169,7 +169,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
             "{gw}/api/a2a/{}/{}/.well-known/agent-card.json",
             agent.namespace, agent.name
         );
-        let (code, body) = verifier.call(&url, &via_gateway, None).await;
+        let (code, body) = verifier.call(&url, via_gateway, None).await;
         let leaked: Vec<&str> = status
             .agents
             .iter()
@@ -210,7 +210,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
         orchestrator.namespace, orchestrator.name
     );
     let (code, body) = verifier
-        .call(&url, &via_gateway, Some(&message("please delegate")))
+        .call(&url, via_gateway, Some(&message("please delegate")))
         .await;
     let reply: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let delegate = &reply["result"]["metadata"]["delegate"];
@@ -254,7 +254,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
         Some(rogue) => {
             let client = Client::as_workload(&ca, &rogue.spiffe_id)?;
             let (code, body) = client
-                .call(&specialist_url, &via_gateway, Some(&message("let me in")))
+                .call(&specialist_url, via_gateway, Some(&message("let me in")))
                 .await;
             let rule = serde_json::from_str::<Value>(&body)
                 .ok()
@@ -275,14 +275,14 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
             let plain = verifier
                 .call(
                     &format!("http://{sidecar}/"),
-                    &Via::Plain,
+                    Via::Plain,
                     Some(&message("direct")),
                 )
                 .await;
             let direct = client
                 .call(
                     &format!("https://{sidecar}/"),
-                    &Via::Mesh(specialist.spiffe_id.clone()),
+                    Via::Mesh(&specialist.spiffe_id),
                     Some(&message("direct")),
                 )
                 .await;

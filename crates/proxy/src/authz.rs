@@ -17,6 +17,25 @@ pub struct Peer {
     pub id: Option<SpiffeId>,
     /// SHA-256 of the peer's leaf certificate, hex, for XFCC.
     pub cert_hash: Option<String>,
+    /// The XFCC value for requests of this peer itself (not forwarded by a gateway): the same
+    /// for every request of the connection, so built on the first.
+    pub xfcc: std::sync::OnceLock<Option<http::HeaderValue>>,
+}
+
+impl Peer {
+    /// A verified mTLS peer with the SHA-256 (hex) of its leaf certificate.
+    pub fn verified(id: Option<SpiffeId>, cert_hash: Option<String>) -> Self {
+        Self {
+            id,
+            cert_hash,
+            xfcc: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A plaintext peer: no identity.
+    pub fn anonymous() -> Self {
+        Self::verified(None, None)
+    }
 }
 
 /// The caller of one request: the mTLS peer, or — when the peer is a configured gateway that

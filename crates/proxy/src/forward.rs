@@ -21,11 +21,12 @@ use crate::http::{ProxyBody, json_error, strip_hop_by_hop};
 type MeshClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// How a request leaves.
-pub enum Via {
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
     /// Plain HTTP.
     Plain,
     /// mTLS with this process's SVID, to a server that must prove the given identity.
-    Mesh(SpiffeId),
+    Mesh(&'a SpiffeId),
 }
 
 /// The pooled clients of one process.
@@ -84,7 +85,7 @@ impl Upstreams {
 
     /// Sends `request` (its URI already absolute: `http://` for plain, `https://` for mesh),
     /// streaming both bodies; the request body is cut at the body limit (413).
-    pub async fn send<B>(&self, request: Request<B>, via: &Via) -> Response<ProxyBody>
+    pub async fn send<B>(&self, request: Request<B>, via: Via<'_>) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<crate::http::BoxError>,

@@ -30,9 +30,7 @@ use crate::authn::{JwtConfig, OidcIssuer, authenticate_bearer};
 use crate::authz::{Peer, caller_header_value};
 use crate::config::{IdentityConfig, Limits};
 use crate::forward::{Upstreams, Via};
-use crate::http::{
-    CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, json_error, jsonrpc_error, strip_hop_by_hop,
-};
+use crate::http::{CALLER_HEADER, ProxyBody, json_error, jsonrpc_error, strip_inbound_headers};
 use crate::metrics::Metrics;
 use crate::server::{Drain, Server, Service, bind, start_admin_and_identity, watch_file};
 use crate::sidecar::SidecarError;
@@ -333,14 +331,11 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // The body streams through unless it is read here (JSON-RPC, for its method).
         let mut body = Some(body);
-        for name in IDENTITY_HEADERS {
-            parts.headers.remove(name);
-        }
+        strip_inbound_headers(&mut parts.headers);
         if authn == "oidc" || authn == "jwt-svid" {
             // The token was for the gateway.
             parts.headers.remove(http::header::AUTHORIZATION);
         }
-        strip_hop_by_hop(&mut parts.headers);
 
         // What is being asked.
         let is_card = parts.method == Method::GET
@@ -467,21 +462,21 @@ impl Gateway {
         if let Ok(host) = HeaderValue::from_str(endpoint) {
             parts.headers.insert(http::header::HOST, host);
         }
-        let via = Via::Mesh(agent.spiffe_id.clone());
+        let via = Via::Mesh(&agent.spiffe_id);
         let response = match (buffered, body) {
             (Some(bytes), _) => {
                 self.upstreams
-                    .send(Request::from_parts(parts, Full::new(bytes)), &via)
+                    .send(Request::from_parts(parts, Full::new(bytes)), via)
                     .await
             }
             (None, Some(body)) => {
                 self.upstreams
-                    .send(Request::from_parts(parts, body), &via)
+                    .send(Request::from_parts(parts, body), via)
                     .await
             }
             (None, None) => {
                 self.upstreams
-                    .send(Request::from_parts(parts, Empty::<Bytes>::new()), &via)
+                    .send(Request::from_parts(parts, Empty::<Bytes>::new()), via)
                     .await
             }
         };
@@ -550,7 +545,7 @@ impl Gateway {
         })?;
         let response = self
             .upstreams
-            .send(request, &Via::Mesh(agent.spiffe_id.clone()))
+            .send(request, Via::Mesh(&agent.spiffe_id))
             .await;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED

@@ -18,25 +18,41 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// configured gateway identities; removed from every other request.
 pub const CALLER_HEADER: &str = "x-warden-caller";
 
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// The header the sidecar tells its app the verified caller in (Envoy's XFCC format).
+pub static XFCC_HEADER: HeaderName = HeaderName::from_static(XFCC);
+
 /// Headers that assert a caller's identity. Whatever arrives from outside is removed before
 /// the sidecar sets its own.
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-forwarded-client-cert", CALLER_HEADER, "x-spiffe-id"];
+pub static IDENTITY_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static(XFCC),
+    HeaderName::from_static(CALLER_HEADER),
+    HeaderName::from_static("x-spiffe-id"),
+];
 
-/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Connection-scoped headers that must not be forwarded (RFC 9110 §7.6.1); hyper re-frames
+/// bodies itself, so `transfer-encoding` goes too.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::TRANSFER_ENCODING,
 ];
 
 /// Removes identity headers and hop-by-hop headers (including those named by `Connection`).
 pub fn strip_inbound_headers(headers: &mut HeaderMap) {
-    for name in IDENTITY_HEADERS {
+    // The common request carries none of them: one pass over its few names instead of a
+    // hash lookup per listed header.
+    if !headers.keys().any(|k| IDENTITY_HEADERS.contains(k)) {
+        return strip_hop_by_hop(headers);
+    }
+    for name in &IDENTITY_HEADERS {
         headers.remove(name);
     }
     strip_hop_by_hop(headers);
@@ -44,6 +60,9 @@ pub fn strip_inbound_headers(headers: &mut HeaderMap) {
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -54,11 +73,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    // `transfer-encoding` is hop-by-hop too; hyper re-frames bodies itself.
-    headers.remove(http::header::TRANSFER_ENCODING);
 }
 
 /// The `x-forwarded-client-cert` value for a verified caller, in Envoy's format:
@@ -117,4 +134,81 @@ pub fn jsonrpc_id(body: &[u8]) -> Option<serde_json::Value> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     (value.get("jsonrpc")? == "2.0")
         .then(|| value.get("id").cloned().unwrap_or(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).expect("test header name"),
+                    HeaderValue::from_str(v).expect("test header value"),
+                )
+            })
+            .collect()
+    }
+
+    fn names(map: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn each_identity_header_is_removed_even_alone() {
+        for spoofed in ["x-forwarded-client-cert", "x-warden-caller", "x-spiffe-id"] {
+            let mut map = headers(&[("content-type", "application/json"), (spoofed, "x")]);
+            strip_inbound_headers(&mut map);
+            assert_eq!(names(&map), ["content-type"], "{spoofed} must not pass");
+        }
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_even_alone() {
+        for hop in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "upgrade",
+            "transfer-encoding",
+        ] {
+            let mut map = headers(&[("accept", "*/*"), (hop, "x")]);
+            strip_hop_by_hop(&mut map);
+            assert_eq!(names(&map), ["accept"], "{hop} must not pass");
+        }
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_removed_and_the_rest_kept() {
+        let mut map = headers(&[
+            ("connection", "x-session, Keep-Alive"),
+            ("x-session", "abc"),
+            ("keep-alive", "timeout=5"),
+            ("x-request-id", "r1"),
+            ("host", "a.example"),
+        ]);
+        strip_inbound_headers(&mut map);
+        assert_eq!(names(&map), ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn ordinary_requests_are_left_untouched() {
+        let mut map = headers(&[
+            ("host", "a.example"),
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+            ("authorization", "Bearer t"),
+        ]);
+        let before = map.clone();
+        strip_inbound_headers(&mut map);
+        assert_eq!(map, before);
+    }
 }

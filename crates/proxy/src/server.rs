@@ -253,10 +253,7 @@ async fn connection<S: Service>(
         (Some(tls), _, true) => Some(tls.clone()),
     };
     let Some(tls) = tls else {
-        let peer = Arc::new(Peer {
-            id: None,
-            cert_hash: None,
-        });
+        let peer = Arc::new(Peer::anonymous());
         serve(server, service, tcp, peer, mode, stop).await;
         return;
     };
@@ -274,13 +271,12 @@ async fn connection<S: Service>(
         }
     };
     let conn = stream.get_ref().1;
-    let peer = Arc::new(Peer {
-        id: warden_identity::tls::peer_spiffe_id(conn),
-        cert_hash: conn
-            .peer_certificates()
+    let peer = Arc::new(Peer::verified(
+        warden_identity::tls::peer_spiffe_id(conn),
+        conn.peer_certificates()
             .and_then(|c| c.first())
             .map(|leaf| hex::encode(Sha256::digest(leaf))),
-    });
+    ));
     serve(server, service, stream, peer, mode, stop).await;
 }
 

@@ -25,8 +25,8 @@ use crate::authz::{Peer, Verdict, authorize_by_flags, resolve_caller};
 use crate::config::{DynamicConfig, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig};
 use crate::forward::{Upstreams, Via};
 use crate::http::{
-    CALLER_HEADER, IDENTITY_HEADERS, ProxyBody, json_error, jsonrpc_error, jsonrpc_id,
-    strip_hop_by_hop, strip_inbound_headers, xfcc,
+    CALLER_HEADER, ProxyBody, XFCC_HEADER, json_error, jsonrpc_error, jsonrpc_id,
+    strip_inbound_headers, xfcc,
 };
 use crate::metrics::{Metrics, RequestLabels, status_class};
 use crate::server::{
@@ -56,6 +56,8 @@ struct Sidecar {
     dynamic: ArcSwap<DynamicConfig>,
     metrics: Arc<Metrics>,
     upstreams: Upstreams,
+    /// `--app` as a URI authority, built once rather than per request.
+    app_authority: http::uri::Authority,
     /// The mesh policy, when a snapshot is configured; swapped whole on every good reload.
     snapshot: ArcSwapOption<MeshSnapshot>,
 }
@@ -134,7 +136,10 @@ pub async fn run(
         None => None,
     };
     tracing::info!(inbound = %config.inbound, app = %config.app, egress = ?config.egress, mode = %dynamic.mode, "sidecar listening");
+    let app_authority = http::uri::Authority::try_from(config.app.to_string())
+        .map_err(|e| SidecarError::Config(format!("--app {}: {e}", config.app)))?;
     let sidecar = Arc::new(Sidecar {
+        app_authority,
         upstreams: Upstreams::new(identity.clone(), config.limits.clone()),
         identity,
         dynamic: ArcSwap::from_pointee(dynamic),
@@ -246,19 +251,22 @@ impl Sidecar {
             self.count("inbound", mode, &verdict, response.status());
             return response;
         }
-        if let Caller::Spiffe(id) = &caller
-            && let Some(own) = self.identity.current()
-            && let Some(value) = xfcc(
-                own.spiffe_id(),
-                if forwarded {
-                    None
-                } else {
-                    peer.cert_hash.as_deref()
-                },
-                id,
-            )
-        {
-            parts.headers.insert("x-forwarded-client-cert", value);
+        if let Caller::Spiffe(id) = &caller {
+            let value = if forwarded {
+                self.identity
+                    .current()
+                    .and_then(|own| xfcc(own.spiffe_id(), None, id))
+            } else {
+                peer.xfcc
+                    .get_or_init(|| {
+                        let own = self.identity.current()?;
+                        xfcc(own.spiffe_id(), peer.cert_hash.as_deref(), id)
+                    })
+                    .clone()
+            };
+            if let Some(value) = value {
+                parts.headers.insert(XFCC_HEADER.clone(), value);
+            }
         }
         if peer.id.is_none() && mode == MtlsMode::Permissive {
             self.metrics.plaintext_requests.inc();
@@ -272,8 +280,14 @@ impl Sidecar {
         {
             parts.headers.insert(http::header::HOST, host);
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = match format!("http://{}{path}", self.config.app).parse() {
+        // The app's URI: its address, the request's own path and query (no copy of either).
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.app_authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(_) => {
                 return json_error(
@@ -283,11 +297,10 @@ impl Sidecar {
                 );
             }
         };
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         let response = self
             .upstreams
-            .send(Request::from_parts(parts, body), &Via::Plain)
+            .send(Request::from_parts(parts, body), Via::Plain)
             .await;
         self.count("inbound", mode, &verdict, response.status());
         response
@@ -296,30 +309,17 @@ impl Sidecar {
     async fn egress(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let dynamic = self.dynamic.load_full();
         let (mut parts, body) = req.into_parts();
-        for name in IDENTITY_HEADERS {
-            parts.headers.remove(name);
-        }
-        strip_hop_by_hop(&mut parts.headers);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let (authority, expected) = match parts.uri.authority() {
+        strip_inbound_headers(&mut parts.headers);
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        let (authority, expected) = match uri.authority.take() {
             // absolute-form: proxy to the named host.
-            Some(authority) => (
-                authority.to_string(),
-                self.config.mesh_peers.get(authority.as_str()).cloned(),
-            ),
+            Some(authority) => {
+                let expected = self.config.mesh_peers.get(authority.as_str());
+                (authority, expected)
+            }
             // origin-form: to the gateway.
-            None => match &self.config.gateway_url {
-                Some(gateway) => (
-                    gateway
-                        .authority()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                    dynamic.gateway_ids.first().cloned(),
-                ),
+            None => match self.config.gateway_url.as_ref().and_then(|g| g.authority()) {
+                Some(gateway) => (gateway.clone(), dynamic.gateway_ids.first()),
                 None => {
                     return json_error(
                         StatusCode::BAD_GATEWAY,
@@ -335,10 +335,20 @@ impl Sidecar {
             reason: "",
         };
         let (scheme, via) = match (expected, dynamic.mode) {
-            (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => ("https", Via::Mesh(id)),
-            _ => ("http", Via::Plain),
+            (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => {
+                (http::uri::Scheme::HTTPS, Via::Mesh(id))
+            }
+            _ => (http::uri::Scheme::HTTP, Via::Plain),
         };
-        parts.uri = match format!("{scheme}://{authority}{path}").parse() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(_) => {
                 return json_error(
@@ -349,12 +359,9 @@ impl Sidecar {
             }
         };
         parts.version = Version::HTTP_11;
-        if let Ok(host) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(http::header::HOST, host);
-        }
         let response = self
             .upstreams
-            .send(Request::from_parts(parts, body), &via)
+            .send(Request::from_parts(parts, body), via)
             .await;
         self.count("egress", dynamic.mode, &verdict, response.status());
         response
