@@ -52,12 +52,28 @@ async fn one(target: &Target, body: &Bytes) -> bool {
     ok && response.into_body().collect().await.is_ok()
 }
 
-/// Requests per second with `connections` concurrent loops for `duration`.
+/// What a closed loop completed, and in how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed {
+    /// Successful attempts.
+    pub count: u64,
+    /// Wall-clock seconds from the first attempt to the end of the last.
+    pub seconds: f64,
+}
+
+impl Completed {
+    /// Successful attempts per second.
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.seconds
+    }
+}
+
+/// Requests completed with `connections` concurrent loops for `duration`.
 pub async fn closed_loop(
     target: &Arc<Target>,
     connections: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Completed> {
     let body = send_message();
     // Warm the pool.
     anyhow::ensure!(
@@ -66,7 +82,7 @@ pub async fn closed_loop(
         target.url
     );
     let target = target.clone();
-    per_second(connections, duration, move || {
+    run_loops(connections, duration, move || {
         let (target, body) = (target.clone(), body.clone());
         async move { one(&target, &body).await }
     })
@@ -77,6 +93,11 @@ pub async fn closed_loop(
 pub struct Latencies(Vec<f64>);
 
 impl Latencies {
+    /// How many requests were measured.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     /// The q-quantile.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.0.is_empty() {
@@ -145,14 +166,14 @@ pub async fn open_loop(
     Ok(Latencies(latencies))
 }
 
-/// Full mTLS handshakes (no resumption) completed per second against `target`.
-pub async fn handshakes(target: &Arc<Target>, duration: Duration) -> anyhow::Result<f64> {
+/// Full mTLS handshakes (no resumption) completed against `target`.
+pub async fn handshakes(target: &Arc<Target>, duration: Duration) -> anyhow::Result<Completed> {
     let tls = target
         .tls
         .clone()
         .ok_or_else(|| anyhow::anyhow!("handshakes need a TLS target"))?;
     let addr = target.addr.clone();
-    per_second(8, duration, move || {
+    run_loops(8, duration, move || {
         let (connector, addr) = (tokio_rustls::TlsConnector::from(tls.clone()), addr.clone());
         async move {
             match TcpStream::connect(&addr).await {
@@ -167,8 +188,12 @@ pub async fn handshakes(target: &Arc<Target>, duration: Duration) -> anyhow::Res
     .await
 }
 
-/// Runs `loops` concurrent loops of `attempt` for `duration`; successful attempts per second.
-async fn per_second<F, Fut>(loops: usize, duration: Duration, attempt: F) -> anyhow::Result<f64>
+/// Runs `loops` concurrent loops of `attempt` for `duration`; counts successful attempts.
+async fn run_loops<F, Fut>(
+    loops: usize,
+    duration: Duration,
+    attempt: F,
+) -> anyhow::Result<Completed>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -192,7 +217,10 @@ where
     for t in tasks {
         total += t.await?;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(Completed {
+        count: total,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Opens `n` mTLS connections to `target` and keeps them open until the returned value drops.

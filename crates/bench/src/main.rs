@@ -54,10 +54,15 @@ struct Scenario {
     max_ms: Option<f64>,
     cpu_seconds: Option<f64>,
     rss_kib: Option<u64>,
+    /// Microseconds of CPU the processes on the path spent per request (both loops): what
+    /// the proxy costs, whoever else shares the cores.
+    cpu_us_per_request: Option<f64>,
     skipped: Option<String>,
     rps_vs_direct: Option<f64>,
     rps_vs_nginx: Option<f64>,
     added_p99_ms_vs_direct: Option<f64>,
+    /// nginx-mtls's CPU per request divided by this row's: above 1, cheaper than nginx.
+    cpu_efficiency_vs_nginx: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -67,6 +72,11 @@ struct Report {
     rate: u64,
     scenarios: Vec<Scenario>,
     handshakes_per_sec: Option<f64>,
+    /// Handshakes per second of the sidecar's own CPU time: its capacity per core.
+    handshakes_per_sidecar_cpu_sec: Option<f64>,
+    /// The same two figures against nginx (same certificates, same client).
+    nginx_handshakes_per_sec: Option<f64>,
+    nginx_handshakes_per_cpu_sec: Option<f64>,
     sidecar_idle_rss_kib: Option<u64>,
     sidecar_1k_conn_rss_kib: Option<u64>,
     gateway_idle_rss_kib: Option<u64>,
@@ -79,39 +89,55 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 fn table(report: &Report) -> String {
     let mut out = String::from(
-        "| scenario | rps | p50 ms | p99 ms | max ms | cpu s | rss KiB | rps ÷ direct | rps ÷ nginx | added p99 ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | rps | p50 ms | p99 ms | max ms | cpu s | cpu µs/req | rss KiB | rps ÷ direct | rps ÷ nginx | cpu/req: nginx ÷ row | added p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in &report.scenarios {
         if let Some(why) = &s.skipped {
             out.push_str(&format!(
-                "| {} | skipped: {why} | | | | | | | | |\n",
+                "| {} | skipped: {why} | | | | | | | | | | |\n",
                 s.name
             ));
             continue;
         }
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.name,
             fmt(s.rps, 0),
             fmt(s.p50_ms, 3),
             fmt(s.p99_ms, 3),
             fmt(s.max_ms, 3),
             fmt(s.cpu_seconds, 2),
+            fmt(s.cpu_us_per_request, 1),
             s.rss_kib.map_or("–".into(), |r| r.to_string()),
             fmt(s.rps_vs_direct, 2),
             fmt(s.rps_vs_nginx, 2),
+            fmt(s.cpu_efficiency_vs_nginx, 2),
             fmt(s.added_p99_ms_vs_direct, 3),
         ));
     }
     out.push_str(&format!(
-        "\nhandshakes/s: {} · sidecar RSS idle {} KiB, with 1,000 connections {} KiB · gateway RSS idle {} KiB · policy decision {} ns\n",
+        "\nhandshakes/s: sidecar {} ({} per CPU second), nginx {} ({} per CPU second) · sidecar RSS idle {} KiB, with 1,000 connections {} KiB · gateway RSS idle {} KiB · policy decision {} ns\n",
         fmt(report.handshakes_per_sec, 0),
+        fmt(report.handshakes_per_sidecar_cpu_sec, 0),
+        fmt(report.nginx_handshakes_per_sec, 0),
+        fmt(report.nginx_handshakes_per_cpu_sec, 0),
         report.sidecar_idle_rss_kib.map_or("–".into(), |v| v.to_string()),
         report.sidecar_1k_conn_rss_kib.map_or("–".into(), |v| v.to_string()),
         report.gateway_idle_rss_kib.map_or("–".into(), |v| v.to_string()),
         fmt(report.policy_decision_ns, 0),
     ));
     out
+}
+
+/// Full handshakes per second, and per second of the target's own CPU.
+async fn handshake_rates(
+    target: &std::sync::Arc<load::Target>,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let cpu_before = setup::cpu_seconds(&target.pids);
+    let completed = load::handshakes(target, duration).await?;
+    let cpu = setup::cpu_seconds(&target.pids) - cpu_before;
+    Ok((completed.per_second(), completed.count as f64 / cpu))
 }
 
 #[tokio::main]
@@ -156,12 +182,14 @@ async fn main() -> anyhow::Result<()> {
         };
         eprintln!("running {name}…");
         let cpu_before = setup::cpu_seconds(&target.pids);
-        let rps = load::closed_loop(&target, args.connections, closed).await?;
+        let completed = load::closed_loop(&target, args.connections, closed).await?;
         let latencies = load::open_loop(&target, args.rate, open).await?;
         let cpu = setup::cpu_seconds(&target.pids) - cpu_before;
+        let requests = completed.count as f64 + latencies.count() as f64;
         report.scenarios.push(Scenario {
             name: name.into(),
-            rps: Some(rps),
+            rps: Some(completed.per_second()),
+            cpu_us_per_request: (!target.pids.is_empty()).then_some(cpu / requests * 1e6),
             p50_ms: Some(latencies.quantile(0.50)),
             p99_ms: Some(latencies.quantile(0.99)),
             max_ms: Some(latencies.max()),
@@ -188,12 +216,23 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|n| s.rps.zip(n.rps))
             .map(|(a, b)| a / b);
         s.added_p99_ms_vs_direct = s.p99_ms.zip(direct.p99_ms).map(|(a, b)| a - b);
+        s.cpu_efficiency_vs_nginx = nginx
+            .as_ref()
+            .and_then(|n| n.cpu_us_per_request.zip(s.cpu_us_per_request))
+            .map(|(n, own)| n / own);
     }
     if wanted("handshakes") {
         eprintln!("running handshakes…");
         let seconds = args.seconds.unwrap_or(if args.quick { 3 } else { 10 });
-        report.handshakes_per_sec =
-            Some(load::handshakes(&env.sidecar(), Duration::from_secs(seconds)).await?);
+        let duration = Duration::from_secs(seconds);
+        let (rate, per_cpu) = handshake_rates(&env.sidecar(), duration).await?;
+        report.handshakes_per_sec = Some(rate);
+        report.handshakes_per_sidecar_cpu_sec = Some(per_cpu);
+        if let Some(nginx) = env.nginx() {
+            let (rate, per_cpu) = handshake_rates(&nginx, duration).await?;
+            report.nginx_handshakes_per_sec = Some(rate);
+            report.nginx_handshakes_per_cpu_sec = Some(per_cpu);
+        }
     }
     if wanted("memory") {
         eprintln!("running memory…");

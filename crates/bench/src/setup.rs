@@ -144,11 +144,11 @@ impl Env {
             svid.private_key(),
             Arc::new(ca.bundle_set()),
         )?);
-        let mut tls = client_config(
+        // Warden's client config: no session resumption, so every handshake is a full one.
+        let tls = client_config(
             identity.clone(),
             Authorizer::exactly(SpiffeId::new(SERVER)?),
         )?;
-        tls.resumption = rustls::client::Resumption::disabled();
         let client = Arc::new(Upstreams::new(identity, Limits::default()));
 
         // A mesh for the gateway: the client's namespace may call the server.

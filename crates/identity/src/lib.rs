@@ -22,6 +22,7 @@ pub mod pem;
 pub mod source;
 pub mod svid;
 pub mod tls;
+mod verified_chains;
 pub mod workload_api;
 
 pub use authorizer::{Authorizer, PeerMatcher};

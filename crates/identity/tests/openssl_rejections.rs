@@ -413,3 +413,90 @@ async fn tls12_peers_get_the_same_verification() {
         Some("not_expired")
     );
 }
+
+/// A server config trusting example.org (the fixture's bundles), client certificate required.
+async fn strict_server(fx: &Fixture) -> support::Server {
+    let config = server_config(
+        fx.server_identity.clone(),
+        Authorizer::any_in([TrustDomain::new("example.org").unwrap()]),
+        ClientAuth::Required,
+    )
+    .unwrap();
+    support::serve(config).await
+}
+
+#[tokio::test]
+async fn a_client_is_verified_again_on_every_connection_once_the_bundle_changes() {
+    let fx = fixture();
+    let mut server = strict_server(&fx).await;
+    let good = leaf_for(
+        &fx.good_ca,
+        "reconnecting",
+        "spiffe://example.org/ns/team-a/sa/agent",
+        -60,
+        3600,
+    );
+    // One client config for every connection: it would resume a session if offered one.
+    let client = client(&fx, &good);
+    for _ in 0..2 {
+        support::connect(server.addr, client.clone()).await.unwrap();
+        assert!(server.outcomes.recv().await.unwrap().is_ok());
+    }
+    // The server's bundle for example.org is now the rogue CA's: the good CA is no longer
+    // trusted, so neither a remembered chain nor a resumed session may let the client in.
+    // (The test's client verifies the server with the same cell, so the server's new SVID
+    // comes from the newly trusted CA.)
+    let server_leaf = leaf_for(
+        &fx.rogue_ca,
+        "server-again",
+        "spiffe://example.org/ns/server/sa/server",
+        -60,
+        3600,
+    );
+    let mut bundles = TrustBundleSet::default();
+    bundles.insert(
+        TrustBundle::from_der(
+            TrustDomain::new("example.org").unwrap(),
+            certs(&fx.rogue_ca.cert_path()),
+            "rogue bundle",
+        )
+        .unwrap(),
+    );
+    fx.server_identity.store(
+        X509Identity::new(
+            certs(&server_leaf.cert),
+            key(&server_leaf.key),
+            Arc::new(bundles),
+        )
+        .unwrap(),
+    );
+    let _ = support::connect(server.addr, client).await;
+    let err = server.outcomes.recv().await.unwrap().unwrap_err();
+    assert_eq!(
+        PeerRejected::from_io_error(&err).map(|r| r.reason()),
+        Some("chain_verifies")
+    );
+}
+
+#[tokio::test]
+async fn an_svid_that_expires_between_connections_is_refused_on_the_next() {
+    let fx = fixture();
+    let mut server = strict_server(&fx).await;
+    let short = leaf_for(
+        &fx.good_ca,
+        "short-lived",
+        "spiffe://example.org/ns/team-a/sa/agent",
+        -60,
+        3,
+    );
+    let client = client(&fx, &short);
+    support::connect(server.addr, client.clone()).await.unwrap();
+    assert!(server.outcomes.recv().await.unwrap().is_ok());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let _ = support::connect(server.addr, client).await;
+    let err = server.outcomes.recv().await.unwrap().unwrap_err();
+    assert_eq!(
+        PeerRejected::from_io_error(&err).map(|r| r.reason()),
+        Some("not_expired")
+    );
+}
