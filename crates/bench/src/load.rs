@@ -234,13 +234,18 @@ pub async fn hold_connections(
         .ok_or_else(|| anyhow::anyhow!("needs a TLS target"))?;
     let connector = tokio_rustls::TlsConnector::from(tls);
     let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        let tcp = TcpStream::connect(&target.addr).await?;
-        held.push(
+    for i in 0..n {
+        let open = async {
+            let tcp = TcpStream::connect(&target.addr).await?;
             connector
                 .connect(warden_identity::tls::mesh_server_name(), tcp)
-                .await?,
-        );
+                .await
+        };
+        // A proxy at its connection limit accepts TCP but never handshakes: fail, don't hang.
+        let stream = tokio::time::timeout(Duration::from_secs(5), open)
+            .await
+            .map_err(|_| anyhow::anyhow!("connection {i} to {} timed out", target.addr))??;
+        held.push(stream);
     }
     Ok(held)
 }

@@ -44,6 +44,17 @@ struct Args {
     warden: Option<PathBuf>,
 }
 
+/// Every scenario, in the order they run.
+const SCENARIOS: [&str; 7] = [
+    "direct",
+    "nginx-mtls",
+    "sidecar-mtls",
+    "mesh-path",
+    "handshakes",
+    "memory",
+    "policy",
+];
+
 /// One row of the table.
 #[derive(Debug, Clone, Serialize, Default)]
 struct Scenario {
@@ -143,6 +154,30 @@ async fn handshake_rates(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Interrupted: dropping the run drops its environment, which stops every child process.
+    tokio::select! {
+        result = run(args) => result,
+        _ = interrupted() => anyhow::bail!("interrupted; the processes it started are stopped"),
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let warden = match args.warden.clone() {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("warden"),
@@ -155,7 +190,14 @@ async fn main() -> anyhow::Result<()> {
     let seconds = args.seconds.unwrap_or(if args.quick { 4 } else { 15 });
     let (closed, open) = (Duration::from_secs(seconds), Duration::from_secs(seconds));
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let env = setup::Env::start(&warden).await?;
+    if let Some(unknown) = args.only.iter().find(|o| !SCENARIOS.contains(&o.as_str())) {
+        anyhow::bail!(
+            "--only: no scenario {unknown:?}; the scenarios are {}",
+            SCENARIOS.join(", ")
+        );
+    }
+    // nginx (and its handshake baseline) only when its row is wanted.
+    let env = setup::Env::start(&warden, wanted("nginx-mtls")).await?;
     let mut report = Report {
         machine: setup::machine(),
         quick: args.quick,
@@ -229,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
         report.handshakes_per_sec = Some(rate);
         report.handshakes_per_sidecar_cpu_sec = Some(per_cpu);
         if let Some(nginx) = env.nginx() {
+            eprintln!("running handshakes against nginx…");
             let (rate, per_cpu) = handshake_rates(&nginx, duration).await?;
             report.nginx_handshakes_per_sec = Some(rate);
             report.nginx_handshakes_per_cpu_sec = Some(per_cpu);

@@ -45,8 +45,16 @@ impl Drop for Procs {
     }
 }
 
+/// The run's scratch directory (CA, SVIDs, snapshot, logs), removed at the end.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct Env {
-    _dir: PathBuf,
     upstream: SocketAddr,
     client: Arc<Upstreams>,
     tls: Arc<rustls::ClientConfig>,
@@ -59,6 +67,8 @@ pub struct Env {
     _procs: Procs,
     idle_sidecar_rss: Option<u64>,
     idle_gateway_rss: Option<u64>,
+    /// Last, so that it goes after the processes that use it have stopped.
+    _dir: Scratch,
 }
 
 fn free() -> anyhow::Result<SocketAddr> {
@@ -121,9 +131,11 @@ fn s(v: impl ToString) -> String {
 }
 
 impl Env {
-    pub async fn start(warden: &Path) -> anyhow::Result<Self> {
+    /// Starts the upstream and Warden's processes, and nginx when `with_nginx`.
+    pub async fn start(warden: &Path, with_nginx: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("warden-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let scratch = Scratch(dir.clone());
         let td = TrustDomain::new("warden.local")?;
         let ca = CertificateAuthority::init(&dir.join("ca"), &td)?;
         let write = |id: &str, name: &str| -> anyhow::Result<PathBuf> {
@@ -165,9 +177,10 @@ impl Env {
         let (sidecar, mesh_in, egress, client_in, gateway) =
             (free()?, free()?, free()?, free()?, free()?);
         let gw_id = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
-        let mut procs = Vec::new();
+        // In the guard from the first spawn on: a failed start stops what it started.
+        let mut procs = Procs(Vec::new());
         // sidecar-mtls: a Strict sidecar in front of the upstream.
-        procs.push(spawn(
+        procs.0.push(spawn(
             warden,
             &[
                 s("sidecar"),
@@ -179,11 +192,14 @@ impl Env {
                 s("strict"),
                 s("--svid-dir"),
                 s(server_dir.display()),
+                // Room for the 1,000 held connections on top of the load runs' pool.
+                s("--max-connections"),
+                s(4096),
             ],
             &dir.join("sidecar.log"),
         )?);
         // mesh-path: client sidecar egress → gateway → server sidecar → upstream.
-        procs.push(spawn(
+        procs.0.push(spawn(
             warden,
             &[
                 s("sidecar"),
@@ -200,7 +216,7 @@ impl Env {
             ],
             &dir.join("server-sidecar.log"),
         )?);
-        procs.push(spawn(
+        procs.0.push(spawn(
             warden,
             &[
                 s("gateway"),
@@ -215,7 +231,7 @@ impl Env {
             ],
             &dir.join("gateway.log"),
         )?);
-        procs.push(spawn(
+        procs.0.push(spawn(
             warden,
             &[
                 s("sidecar"),
@@ -237,21 +253,25 @@ impl Env {
         for addr in [sidecar, mesh_in, gateway, egress] {
             wait_listening(addr)?;
         }
-        let pids: Vec<u32> = procs.iter().map(|p| p.id()).collect();
+        let pids: Vec<u32> = procs.0.iter().map(|p| p.id()).collect();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_sidecar_rss = rss_kib(pids[0]);
         let idle_gateway_rss = rss_kib(pids[2]);
-        let (nginx, nginx_skip) = match start_nginx(&dir, upstream, &server_dir) {
+        let started = if with_nginx {
+            start_nginx(&dir, upstream, &server_dir)
+        } else {
+            Err(anyhow::anyhow!("not asked for"))
+        };
+        let (nginx, nginx_skip) = match started {
             Ok((addr, child)) => {
                 let mut npids = vec![child.id()];
                 npids.extend(children_of(child.id()));
-                procs.push(child);
+                procs.0.push(child);
                 (Some((addr, npids)), String::new())
             }
             Err(e) => (None, e.to_string()),
         };
         Ok(Self {
-            _dir: dir,
             upstream,
             client,
             tls: Arc::new(tls),
@@ -261,9 +281,10 @@ impl Env {
             mesh_pids: vec![pids[3], pids[2], pids[1]],
             nginx,
             nginx_skip,
-            _procs: Procs(procs),
+            _procs: procs,
             idle_sidecar_rss,
             idle_gateway_rss,
+            _dir: scratch,
         })
     }
 

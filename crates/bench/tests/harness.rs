@@ -1,0 +1,102 @@
+//! The harness end to end, briefly: real `warden` processes on loopback, one second per loop,
+//! checking that every figure it reports was measured (timings are never asserted).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `warden` binary next to `warden-bench`, built first if it is not there yet.
+fn warden() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_warden-bench"));
+    let warden = bench.with_file_name("warden");
+    if !warden.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "warden-cli"])
+            .status()
+            .expect("run cargo build -p warden-cli");
+        assert!(status.success(), "cargo build -p warden-cli failed");
+    }
+    warden
+}
+
+fn number(value: &serde_json::Value, field: &str) -> f64 {
+    value[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
+}
+
+#[test]
+fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.json");
+    let _ = std::fs::remove_file(&json);
+    let output = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
+        .args(["--only", "direct,sidecar-mtls,mesh-path,handshakes,memory"])
+        .args(["--seconds", "1", "--rate", "200", "--connections", "4"])
+        .arg("--warden")
+        .arg(warden())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run warden-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "warden-bench failed:\n{stderr}");
+    for row in ["| direct |", "| sidecar-mtls |", "| mesh-path |"] {
+        assert!(stdout.contains(row), "no {row} row in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("| nginx-mtls |"),
+        "nginx was not asked for"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the --json file")).expect("JSON");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["direct", "sidecar-mtls", "mesh-path"]);
+    for s in scenarios {
+        assert!(number(s, "rps") > 0.0, "{s}");
+        let (p50, p99, max) = (
+            number(s, "p50_ms"),
+            number(s, "p99_ms"),
+            number(s, "max_ms"),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{s}");
+        assert!(number(s, "rps_vs_direct") > 0.0, "{s}");
+    }
+    for proxy in &scenarios[1..] {
+        // The proxies' own processes were measured.
+        assert!(number(proxy, "cpu_us_per_request") > 0.0, "{proxy}");
+        assert!(number(proxy, "rss_kib") > 0.0, "{proxy}");
+    }
+    assert!(number(&report, "handshakes_per_sec") > 0.0);
+    assert!(number(&report, "handshakes_per_sidecar_cpu_sec") > 0.0);
+    let idle = number(&report, "sidecar_idle_rss_kib");
+    let held = number(&report, "sidecar_1k_conn_rss_kib");
+    assert!(
+        idle > 0.0 && held > idle,
+        "1,000 open connections must show in the sidecar's RSS: idle {idle} KiB, held {held} KiB"
+    );
+    assert!(
+        report["policy_decision_ns"].is_null(),
+        "policy was not asked for"
+    );
+}
+
+#[test]
+fn an_unknown_scenario_is_refused_by_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
+        .args(["--only", "sidecar-tls", "--warden"])
+        .arg(warden())
+        .output()
+        .expect("run warden-bench");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no scenario \"sidecar-tls\"") && stderr.contains("sidecar-mtls"),
+        "{stderr}"
+    );
+}
