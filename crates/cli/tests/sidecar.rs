@@ -49,8 +49,12 @@ async fn modes_decide_plaintext_and_mtls_and_spoofed_identity_never_reaches_the_
     assert!(!xfcc.contains("evil"), "{xfcc}");
     drop(sc);
 
-    // Strict: mTLS only.
-    let sc = start_sidecar(&pki.svid_dir("specialist"), app.addr, &["--mode", "strict"]);
+    // Strict: mTLS only. (On one worker thread: the single-threaded runtime serves the same.)
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--mode", "strict", "--workers", "1"],
+    );
     let (code, _) = plain(&sc, "/headers", &[]);
     assert_ne!(code, 0, "Strict must refuse plaintext");
     let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &["-H", SPOOF]);
