@@ -375,12 +375,18 @@ pub fn validate_x509_svid(
     role: PeerRole,
     now: UnixTime,
 ) -> Result<SpiffeId, SvidRejection> {
+    let id = check_leaf(leaf, now)?;
+    check_chain(leaf, intermediates, &id, bundles, role, now)?;
+    Ok(id)
+}
+
+/// The leaf's own rules at `now`; its SPIFFE ID when all hold.
+fn check_leaf(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<SpiffeId, SvidRejection> {
     let cert = parse_leaf(leaf)?;
     let id = leaf_spiffe_id(&cert)?;
     for (_, check) in LEAF_CHECKS {
         check(&cert, now)?;
     }
-    check_chain(leaf, intermediates, &id, bundles, role, now)?;
     Ok(id)
 }
 
@@ -395,11 +401,7 @@ pub(crate) fn validate_x509_svid_cached(
     now: UnixTime,
     verified: &crate::verified_chains::VerifiedChains,
 ) -> Result<SpiffeId, SvidRejection> {
-    let cert = parse_leaf(leaf)?;
-    let id = leaf_spiffe_id(&cert)?;
-    for (_, check) in LEAF_CHECKS {
-        check(&cert, now)?;
-    }
+    let id = check_leaf(leaf, now)?;
     let key = crate::verified_chains::chain_key(leaf, intermediates, role);
     if verified.contains(bundles, &key, now) {
         return Ok(id);

@@ -280,14 +280,8 @@ impl Sidecar {
         {
             parts.headers.insert(http::header::HOST, host);
         }
-        // The app's URI: its address, the request's own path and query (no copy of either).
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(self.app_authority.clone());
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        parts.uri = match Uri::from_parts(uri) {
+        let uri = std::mem::take(&mut parts.uri).into_parts();
+        parts.uri = match upstream_uri(uri, http::uri::Scheme::HTTP, self.app_authority.clone()) {
             Ok(uri) => uri,
             Err(_) => {
                 return json_error(
@@ -343,12 +337,7 @@ impl Sidecar {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(http::header::HOST, host);
         }
-        uri.scheme = Some(scheme);
-        uri.authority = Some(authority);
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        parts.uri = match Uri::from_parts(uri) {
+        parts.uri = match upstream_uri(uri, scheme, authority) {
             Ok(uri) => uri,
             Err(_) => {
                 return json_error(
@@ -377,6 +366,21 @@ impl Sidecar {
                 .set(identity.not_after() - now);
         }
     }
+}
+
+/// The URI a request is sent on with: `scheme://authority` and the request's own path and
+/// query, moved rather than copied.
+fn upstream_uri(
+    mut uri: http::uri::Parts,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+) -> Result<Uri, http::uri::InvalidUriParts> {
+    uri.scheme = Some(scheme);
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(uri)
 }
 
 /// A 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC.
