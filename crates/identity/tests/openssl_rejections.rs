@@ -337,13 +337,7 @@ async fn dial_server_presenting(
 #[tokio::test]
 async fn a_bad_client_certificate_does_not_take_down_the_listener() {
     let fx = fixture();
-    let config = server_config(
-        fx.server_identity.clone(),
-        Authorizer::any_in([TrustDomain::new("example.org").unwrap()]),
-        ClientAuth::Required,
-    )
-    .unwrap();
-    let mut server = support::serve(config).await;
+    let mut server = strict_server(&fx).await;
     let bad_ext = svid_extensions("spiffe://example.org/ns/a/sa/b");
     let ext: Vec<&str> = bad_ext.iter().map(String::as_str).collect();
     let rogue = fx
@@ -370,13 +364,7 @@ async fn a_bad_client_certificate_does_not_take_down_the_listener() {
 #[tokio::test]
 async fn tls12_peers_get_the_same_verification() {
     let fx = fixture();
-    let config = server_config(
-        fx.server_identity.clone(),
-        Authorizer::any_in([TrustDomain::new("example.org").unwrap()]),
-        ClientAuth::Required,
-    )
-    .unwrap();
-    let mut server = support::serve(config).await;
+    let mut server = strict_server(&fx).await;
     let ext = svid_extensions("spiffe://example.org/ns/legacy/sa/agent");
     let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
     let good = fx.good_ca.sign_leaf(
