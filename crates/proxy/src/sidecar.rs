@@ -281,17 +281,14 @@ impl Sidecar {
             parts.headers.insert(http::header::HOST, host);
         }
         let uri = std::mem::take(&mut parts.uri).into_parts();
-        parts.uri = match upstream_uri(uri, http::uri::Scheme::HTTP, self.app_authority.clone()) {
-            Ok(uri) => uri,
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request target is not a valid path",
-                );
-            }
-        };
-        parts.version = Version::HTTP_11;
+        if let Err(refused) = aim(
+            &mut parts,
+            uri,
+            http::uri::Scheme::HTTP,
+            self.app_authority.clone(),
+        ) {
+            return *refused;
+        }
         let response = self
             .upstreams
             .send(Request::from_parts(parts, body), Via::Plain)
@@ -337,17 +334,9 @@ impl Sidecar {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(http::header::HOST, host);
         }
-        parts.uri = match upstream_uri(uri, scheme, authority) {
-            Ok(uri) => uri,
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "cannot build the upstream URI",
-                );
-            }
-        };
-        parts.version = Version::HTTP_11;
+        if let Err(refused) = aim(&mut parts, uri, scheme, authority) {
+            return *refused;
+        }
         let response = self
             .upstreams
             .send(Request::from_parts(parts, body), via)
@@ -368,19 +357,28 @@ impl Sidecar {
     }
 }
 
-/// The URI a request is sent on with: `scheme://authority` and the request's own path and
-/// query, moved rather than copied.
-fn upstream_uri(
+/// Points a request at `scheme://authority` with its own path and query (moved, not copied),
+/// as HTTP/1.1; a target that makes no valid URI gets a 400.
+fn aim(
+    parts: &mut http::request::Parts,
     mut uri: http::uri::Parts,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-) -> Result<Uri, http::uri::InvalidUriParts> {
+) -> Result<(), Box<Response<ProxyBody>>> {
     uri.scheme = Some(scheme);
     uri.authority = Some(authority);
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    Uri::from_parts(uri)
+    parts.uri = Uri::from_parts(uri).map_err(|_| {
+        Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request target is not a valid path",
+        ))
+    })?;
+    parts.version = Version::HTTP_11;
+    Ok(())
 }
 
 /// A 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC.
