@@ -2,6 +2,8 @@
 # Installs the system tools Warden's tests use as third-party peers (openssl, curl).
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
+# The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
+"$(dirname "$0")/install-sdk-deps.sh"
 missing=()
 for tool in openssl curl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")

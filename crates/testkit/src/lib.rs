@@ -5,3 +5,4 @@
 pub mod app;
 pub mod openssl;
 pub mod process;
+pub mod sdk;
