@@ -61,6 +61,9 @@ enum Command {
     Explain(policy::ExplainArgs),
     /// Compile manifests into the snapshot file sidecars load with --snapshot.
     Compile(policy::CompileArgs),
+    /// Print the warden.dev manifests equivalent to the given ones (kagent Agents and
+    /// kagenti/rossoctl AgentRuntimes converted; the same decision for every call).
+    Convert(policy::ConvertArgs),
     /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
     /// strict), egress mTLS origination, verified caller identity to the app.
     Sidecar(Box<sidecar::SidecarArgs>),
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => Ok(policy::validate(args)),
             Command::Explain(args) => policy::run_explain(args),
             Command::Compile(args) => policy::compile(args),
+            Command::Convert(args) => policy::convert(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
             Command::Up(args) => up::up(args, &cli.state_dir).await,
