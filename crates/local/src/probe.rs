@@ -24,7 +24,16 @@ pub struct AdminReport {
     pub pid: Option<u32>,
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, bytes::Bytes), String> {
+/// Sends `request` over plain HTTP/1.1 to `addr`; (status, body), or why there is none.
+pub(crate) async fn plain_request<B>(
+    addr: SocketAddr,
+    request: http::Request<B>,
+) -> Result<(u16, bytes::Bytes), String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -32,10 +41,6 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(u16, bytes::Bytes), String
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
         .await
@@ -48,6 +53,14 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(u16, bytes::Bytes), String
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, body))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, bytes::Bytes), String> {
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    plain_request(addr, request).await
 }
 
 /// The admin `/status` of the proxy at `admin`; `Err` says why there is no answer.
