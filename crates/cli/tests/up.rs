@@ -211,7 +211,16 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
         "verify did not wait for the new snapshot: {out}"
     );
     let row = out.lines().find(|l| l.contains("delegation:")).unwrap();
-    assert!(row.starts_with("FAIL"), "{out}");
+    assert!(row.starts_with("FAIL 3. delegation"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "only the delegation fails: {out}"
+    );
+    assert!(
+        out.contains("team-alpha/orchestrator → team-beta/specialist: 403 namespace_selector"),
+        "{out}"
+    );
     assert!(
         row.contains("403") && row.contains("namespace_selector"),
         "{row}"

@@ -402,8 +402,9 @@ impl Mesh {
         futures::future::join_all(agents.into_values().map(|run| run.group.halt())).await;
     }
 
-    /// Fetches every card, over mTLS as the controller (plain HTTP for Disabled agents).
-    pub(crate) async fn fetch_cards(&self, upstreams: &Upstreams) {
+    /// Fetches the card of every agent whose sidecar is Ready in `status`, over mTLS as the
+    /// controller (plain HTTP for Disabled agents); the others' cards are marked not fetched.
+    pub(crate) async fn fetch_cards(&self, upstreams: &Upstreams, status: &MeshStatus) {
         let snapshot = self.current();
         let inbound: BTreeMap<String, SocketAddr> = self
             .agents
@@ -416,7 +417,15 @@ impl Mesh {
             let Some(addr) = inbound.get(&agent.key()) else {
                 continue;
             };
-            let outcome = fetch_card(agent, *addr, upstreams).await;
+            let ready = status.processes.iter().any(|p| {
+                p.role == Role::Sidecar
+                    && p.agent.as_deref() == Some(agent.key().as_str())
+                    && p.health == ProcessHealth::Ready
+            });
+            let outcome = match ready {
+                true => fetch_card(agent, *addr, upstreams).await,
+                false => Err("its sidecar is not Ready".to_owned()),
+            };
             if let Ok(mut cards) = self.cards.lock() {
                 cards.insert(agent.key(), outcome);
             }

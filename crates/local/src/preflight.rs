@@ -8,7 +8,7 @@ use std::path::Path;
 use warden_model::MeshSnapshot;
 
 use crate::lock::{LockError, StateLock};
-use crate::up::{UpConfig, compile};
+use crate::up::{UpConfig, UpError, compile};
 
 /// One failed check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,13 +102,22 @@ pub fn port_free(what: &str, addr: SocketAddr, flag: &str) -> Result<(), Problem
     })
 }
 
-fn manifests(path: &Path) -> Result<MeshSnapshot, Problem> {
+/// One problem per line of the loader's or compiler's report.
+fn manifests(path: &Path) -> Result<MeshSnapshot, Vec<Problem>> {
     compile(path, 1).map_err(|e| {
-        problem(
-            "manifests",
-            format!("{}: {e}", path.display()),
-            format!("fix each line above; `warden validate {}`", path.display()),
-        )
+        let text = match e {
+            UpError::Manifests(lines) => lines,
+            other => other.to_string(),
+        };
+        text.lines()
+            .map(|line| {
+                problem(
+                    "manifests",
+                    line.to_owned(),
+                    format!("edit the manifests; `warden validate {}`", path.display()),
+                )
+            })
+            .collect()
     })
 }
 
@@ -148,7 +157,7 @@ pub fn preflight(config: &UpConfig) -> Result<Cleared, Vec<Problem>> {
         Err(p) => problems.push(p),
     }
     let snapshot = manifests(&config.manifests)
-        .map_err(|p| problems.push(p))
+        .map_err(|p| problems.extend(p))
         .ok();
     if let Some(snapshot) = &snapshot {
         passed.push(format!(

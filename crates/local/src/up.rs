@@ -171,7 +171,8 @@ async fn control(mesh: Arc<Mesh>, upstreams: Upstreams, mut stop: watch::Receive
     let mut complained = false;
     let mut prints = manifest_fingerprint(&mesh.config.manifests);
     loop {
-        mesh.fetch_cards(&upstreams).await;
+        let before = mesh.write_status().await;
+        mesh.fetch_cards(&upstreams, &before).await;
         let status = mesh.write_status().await;
         if status.ready && !announced {
             announced = true;

@@ -241,6 +241,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
 /// URLs and no internal address.
 async fn cards(run: &Run) -> Result<Check, String> {
     let mut problems = Vec::new();
+    let mut unreachable = Vec::new();
     let mut fetched = 0;
     for agent in run.snapshot.agents() {
         let own = run.id(&agent.namespace, "warden-verify")?;
@@ -248,6 +249,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
             .chain(run.snapshot.agents().iter().map(|a| a.spiffe_id.clone()))
             .find(|id| run.allowed(id, agent, "GetAgentCard"));
         let Some(caller) = caller else {
+            unreachable.push(agent.key());
             continue;
         };
         let client = Client::as_workload(&run.ca, &caller)?;
@@ -277,7 +279,14 @@ async fn cards(run: &Run) -> Result<Check, String> {
         name: "cards are served through the gateway with gateway URLs".into(),
         pass: problems.is_empty(),
         detail: if problems.is_empty() {
-            format!("{fetched} cards point at {}", run.status.gateway.url)
+            let mut detail = format!("{fetched} cards point at {}", run.status.gateway.url);
+            if !unreachable.is_empty() {
+                detail.push_str(&format!(
+                    "; not fetched (no agent of the mesh may): {}",
+                    unreachable.join(", ")
+                ));
+            }
+            detail
         } else {
             problems.join("; ")
         },
@@ -307,7 +316,13 @@ async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
             let url = format!("http://{egress}/api/a2a/{}/{}/", tool.namespace, tool.name);
             let message = run.message("tool reference");
             let (code, body) = client.call(&url, Via::Plain, Some(&message)).await;
-            run.audited.push((code == 200).then_some(true));
+            // The gateway's decision, when the answer shows it was the gateway's.
+            let admitted = run.allowed(&agent.spiffe_id, &target, "SendMessage");
+            run.audited.push(match (admitted, code) {
+                (true, 200) => Some(true),
+                (false, 403) => Some(false),
+                _ => None,
+            });
             checks.push(tool_check(agent, tool, &target, code, &body));
         }
     }
