@@ -191,6 +191,7 @@ fn load_state(config: &GatewayConfig) -> Result<State, String> {
         )),
         None => None,
     };
+    crate::admin_status::snapshot_loaded(snapshot.version());
     Ok(State {
         snapshot: Arc::new(snapshot),
         jwt: JwtConfig {

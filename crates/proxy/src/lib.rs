@@ -14,6 +14,7 @@
 //! - [`sidecar`]: the sidecar's inbound and egress handling;
 //! - [`gateway`]: the A2A gateway, with [`authn`] (mTLS, JWT-SVID, OIDC) and [`audit`].
 
+pub mod admin_status;
 pub mod audit;
 pub mod authn;
 pub mod authz;
