@@ -3,6 +3,7 @@
 
 mod ca;
 mod gateway;
+mod kubernetes;
 mod policy;
 mod sidecar;
 mod up;
@@ -77,6 +78,18 @@ enum Command {
     Status(up::StatusArgs),
     /// Check the running local mesh, one PASS/FAIL row per property; exit 0 when all pass.
     Verify(up::VerifyArgs),
+    /// Print every object a cluster needs, for `kubectl apply -f -`: CRDs, namespace,
+    /// least-privilege RBAC, controller, gateway and webhook Deployments and Services,
+    /// webhook configurations with their CA bundle.
+    Install(Box<kubernetes::InstallArgs>),
+    /// Print what `warden install` made, for `kubectl delete --ignore-not-found -f -`.
+    Uninstall(kubernetes::UninstallArgs),
+    /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
+    /// outside it with --kubeconfig and `warden install --webhook-url`).
+    Webhook(Box<kubernetes::WebhookArgs>),
+    /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
+    /// apply`): exit 0 when every object would be admitted, 1 otherwise.
+    Admission(kubernetes::AdmissionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +156,10 @@ fn main() -> ExitCode {
             Command::Up(args) => up::up(args, &cli.state_dir).await,
             Command::Status(args) => up::status(args, &cli.state_dir),
             Command::Verify(args) => up::verify(args, &cli.state_dir).await,
+            Command::Install(args) => kubernetes::install(*args),
+            Command::Uninstall(args) => kubernetes::uninstall(args),
+            Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,
