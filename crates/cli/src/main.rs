@@ -3,6 +3,7 @@
 
 mod ca;
 mod gateway;
+mod kubernetes;
 mod policy;
 mod sidecar;
 mod up;
@@ -91,6 +92,18 @@ enum Command {
     /// Internal: how `warden up` starts a child so that it dies with `up`.
     #[command(hide = true)]
     ExecChild(up::ExecChildArgs),
+    /// Print every object a cluster needs, for `kubectl apply -f -`: CRDs, namespace,
+    /// least-privilege RBAC, controller, gateway and webhook Deployments and Services,
+    /// webhook configurations with their CA bundle.
+    Install(Box<kubernetes::InstallArgs>),
+    /// Print what `warden install` made, for `kubectl delete --ignore-not-found -f -`.
+    Uninstall(kubernetes::UninstallArgs),
+    /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
+    /// outside it with --kubeconfig and `warden install --webhook-url`).
+    Webhook(Box<kubernetes::WebhookArgs>),
+    /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
+    /// apply`): exit 0 when every object would be admitted, 1 otherwise.
+    Admission(kubernetes::AdmissionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +180,10 @@ fn main() -> ExitCode {
             Command::Down => up::down(&cli.state_dir).await,
             Command::Logs(args) => up::logs(args, &cli.state_dir).await,
             Command::ExecChild(args) => up::exec_child(args),
+            Command::Install(args) => kubernetes::install(*args),
+            Command::Uninstall(args) => kubernetes::uninstall(args),
+            Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,
