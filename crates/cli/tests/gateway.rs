@@ -193,6 +193,13 @@ async fn an_allowed_and_a_denied_cross_namespace_call_each_leave_an_audit_line()
     let denial = headers(&body);
     assert_eq!(denial["id"], "r1");
     assert_eq!(denial["error"]["data"]["rule"], "namespace_selector");
+    // A code A2A assigns to nothing (-32001 is TaskNotFound), and a message saying who and why.
+    assert_eq!(denial["error"]["code"], -32090);
+    let message = denial["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(ROGUE) && message.contains("SendMessage on team-beta/specialist"),
+        "{message}"
+    );
 
     let lines = mesh.audit_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -269,7 +276,10 @@ async fn anonymous_callers_reach_from_all_in_permissive_and_nothing_else() {
     assert_eq!(mesh.call(None, "public", "headers", &[]).0, "200");
     let (status, body) = mesh.call(None, "specialist", "headers", &[]);
     assert_eq!(status, "403");
-    assert_eq!(headers(&body)["error"]["rule"], "namespace_selector");
+    assert_eq!(
+        headers(&body)["error"]["details"][0]["metadata"]["rule"],
+        "namespace_selector"
+    );
     // Self-asserted identity headers authenticate nobody.
     let (status, _) = mesh.call(
         None,
@@ -534,15 +544,14 @@ async fn a_burst_of_ten_thousand_requests_leaves_ten_thousand_audit_lines() {
     );
 }
 
-/// `/metrics` at `admin`: (Content-Type, body), asking as Prometheus 3 does.
-fn scrape(admin: SocketAddr) -> (String, String) {
-    let out = curl(&[
-        "-D",
-        "-",
-        "-H",
-        "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
-        &format!("http://{admin}/metrics"),
-    ]);
+/// What Prometheus 3 sends.
+const PROMETHEUS_ACCEPT: &str = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
+/// What promtool reads (and Prometheus 2 without OpenMetrics).
+const TEXT_ACCEPT: &str = "Accept: text/plain;version=0.0.4";
+
+/// `/metrics` at `admin` asked with `accept`: (Content-Type, body).
+fn scrape(admin: SocketAddr, accept: &str) -> (String, String) {
+    let out = curl(&["-D", "-", "-H", accept, &format!("http://{admin}/metrics")]);
     let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     let (head, body) = text.split_once("\n\n").expect("an HTTP response");
     let content_type = head
@@ -582,7 +591,6 @@ fn promtool_check(promtool: &Path, body: &str) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until /metrics negotiates its Content-Type and bounds its labels (issue 12, item 7)"]
 async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_no_series() {
     let test = "metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_no_series";
     let Some(promtool) = warden_testkit::sdk::promtool(test) else {
@@ -596,7 +604,7 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
     );
     assert_eq!(mesh.call(Some("rogue"), "specialist", "", &json).0, "403");
     let series = |body: &str| body.lines().filter(|l| l.starts_with("warden_")).count();
-    let before = series(&scrape(mesh.admin).1);
+    let before = series(&scrape(mesh.admin, TEXT_ACCEPT).1);
     // Twenty unauthenticated requests for paths and agents nobody has.
     for i in 0..20 {
         let url = format!("http://{}/api/a2a/junk-{i}/agent-{i}/x", mesh.addr);
@@ -605,16 +613,29 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
         curl(&["-X", "PATCH", &url]);
     }
     for (who, admin) in [("gateway", mesh.admin), ("sidecar", mesh._specialist.admin)] {
-        let (content_type, body) = scrape(admin);
+        let (content_type, body) = scrape(admin, PROMETHEUS_ACCEPT);
         assert!(
-            content_type.starts_with("application/openmetrics-text; version=1.0.0")
-                || content_type.starts_with("text/plain; version=0.0.4"),
+            content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{who}: Content-Type {content_type:?}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{who}: {body}");
+        let (content_type, body) = scrape(admin, TEXT_ACCEPT);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
             "{who}: Content-Type {content_type:?}"
         );
         let (ok, said) = promtool_check(&promtool, &body);
         assert!(ok, "{who}: promtool check metrics failed:\n{said}\n{body}");
+        let expiry = body
+            .lines()
+            .find_map(|l| l.strip_prefix("warden_svid_expiry_seconds "))
+            .and_then(|v| v.parse::<i64>().ok());
+        assert!(
+            expiry.is_some_and(|s| s > 3000),
+            "{who}: SVID expiry {expiry:?}"
+        );
     }
-    let after = series(&scrape(mesh.admin).1);
+    let after = series(&scrape(mesh.admin, TEXT_ACCEPT).1);
     assert!(
         after <= before + 4,
         "40 junk requests added {} series",

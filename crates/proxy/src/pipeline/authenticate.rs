@@ -3,13 +3,14 @@
 //! anonymous); at a sidecar, the caller a trusted gateway forwarded; else anonymous.
 //! Self-asserted headers never authenticate.
 
-use http::{Response, StatusCode};
+use http::Response;
+use warden_a2a::denial::{Denial, Refusal as DenialKind};
 use warden_model::policy::Caller;
 
 use super::{Exchange, Handler, Refusal};
 use crate::authn::authenticate_bearer;
 use crate::authz::resolve_caller;
-use crate::http::{ProxyBody, json_error};
+use crate::http::{ProxyBody, denial_response, is_grpc};
 
 /// How a listener authenticates its callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +81,17 @@ fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
         Err(rejected) => {
             ex.authn = "invalid";
             ex.refused_by = Some("authentication");
-            Err(Box::new(json_error(
-                StatusCode::UNAUTHORIZED,
-                "authentication",
-                &rejected.0,
-            )))
+            let target = ex.target.as_ref().map(|t| t.key()).unwrap_or_default();
+            let denial = Denial {
+                refusal: DenialKind::Unauthenticated,
+                rule: "authentication",
+                reason: &rejected.0,
+                caller: "the bearer of this token",
+                target: &target,
+                method: "any call",
+            };
+            let grpc = is_grpc(&ex.parts.headers);
+            Err(Box::new(denial_response(&denial, None, grpc)))
         }
     }
 }
