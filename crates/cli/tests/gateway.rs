@@ -487,10 +487,30 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(status, "200", "{body}");
     assert!(!body.contains("10.9.9.9"), "{body}");
     let card = headers(&body);
-    let expected = format!("http://{}/api/a2a/team-beta/specialist/", mesh.addr);
+    // Fetched over mTLS: the card keeps the client on https, and each interface its own path,
+    // binding, version and tenant.
+    let expected = format!("https://{}/api/a2a/team-beta/specialist/", mesh.addr);
     assert_eq!(card["url"], expected);
     assert_eq!(card["additionalInterfaces"][0]["url"], expected);
     assert_eq!(card["supportedInterfaces"][0]["url"], expected);
+    let rest = &card["supportedInterfaces"][1];
+    assert_eq!(rest["url"], format!("{expected}a2a/rest"));
+    assert_eq!(
+        (
+            &rest["protocolBinding"],
+            &rest["protocolVersion"],
+            &rest["tenant"]
+        ),
+        (&"HTTP+JSON".into(), &"1.0".into(), &"t1".into())
+    );
+    // Fetched over plaintext (team-beta/public admits anonymous callers): http, and the
+    // authority the client used.
+    let (status, body) = mesh.call(None, "public", ".well-known/agent-card.json", &[]);
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        headers(&body)["url"],
+        format!("http://{}/api/a2a/team-beta/public/", mesh.addr)
+    );
     // Second fetch: revalidated by ETag, same card.
     let (status, again) = mesh.call(
         Some("orchestrator"),
