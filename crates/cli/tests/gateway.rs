@@ -521,6 +521,16 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(status, "200");
     assert_eq!(headers(&again), card);
 
+    // Calls on the interfaces' own paths reach the same paths upstream and are audited as the
+    // A2A method, not as `POST /a2a/jsonrpc`.
+    let json = ["-H", "content-type: application/json", "-d", SEND];
+    for path in ["a2a/jsonrpc", "a2a/rest/message:send"] {
+        let (status, body) = mesh.call(Some("orchestrator"), "specialist", path, &json);
+        assert_eq!(status, "200", "{path}: {body}");
+        let last = mesh.audit_lines().pop().expect("an audit line");
+        assert_eq!(last["method"], "SendMessage", "{path}: {last}");
+    }
+
     let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
     assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh._app).await;
 }
