@@ -521,6 +521,33 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(status, "200");
     assert_eq!(headers(&again), card);
 
+    // Each agent is also at the root of its own host name: standard discovery works there, and
+    // the card points at that host (curl reaches it through --connect-to: no DNS needed).
+    let host = format!("specialist.team-beta.a2a.localhost:{}", mesh.addr.port());
+    let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
+    let connect_to = format!("{host}:{}", mesh.addr);
+    let out = curl(&[
+        "-k",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--connect-to",
+        &connect_to,
+        &format!("https://{host}/.well-known/agent-card.json"),
+    ]);
+    let card = headers(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(card["url"], format!("https://{host}/"));
+    assert_eq!(
+        card["supportedInterfaces"][1]["url"],
+        format!("https://{host}/a2a/rest")
+    );
+    let last = mesh.audit_lines().pop().expect("an audit line");
+    assert_eq!(
+        (&last["target"], &last["method"]),
+        (&"team-beta/specialist".into(), &"GetAgentCard".into())
+    );
+
     // Calls on the interfaces' own paths reach the same paths upstream and are audited as the
     // A2A method, not as `POST /a2a/jsonrpc`.
     let json = ["-H", "content-type: application/json", "-d", SEND];
@@ -531,7 +558,6 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
         assert_eq!(last["method"], "SendMessage", "{path}: {last}");
     }
 
-    let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
     assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh._app).await;
 }
 

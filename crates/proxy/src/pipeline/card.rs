@@ -38,11 +38,17 @@ impl Cards {
         }
     }
 
-    /// `scheme://authority` of the gateway for this request's client.
+    /// `scheme://authority` of the gateway for this request's client: `--public-url`, else
+    /// as the client reached it.
     fn base_url(&self, ex: &Exchange) -> String {
-        if let Some(url) = &self.public_url {
-            return url.trim_end_matches('/').to_owned();
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => self.client_base(ex),
         }
+    }
+
+    /// `scheme://authority` as this request's client reached the gateway.
+    fn client_base(&self, ex: &Exchange) -> String {
         let authority = ex.parts.uri.authority().map(|a| a.as_str()).or_else(|| {
             ex.parts
                 .headers
@@ -66,7 +72,14 @@ impl Cards {
             return json_error(StatusCode::NOT_FOUND, "unknown_target", "no such agent");
         };
         let key = target.key();
-        let base = format!("{}/api/a2a/{key}/", self.base_url(ex));
+        let base = if target.by_host {
+            // The agent's own host: its root is the agent, whatever --public-url says.
+            let mut base = self.client_base(ex);
+            base.push('/');
+            base
+        } else {
+            format!("{}/api/a2a/{key}/", self.base_url(ex))
+        };
         let mut card = match &agent.card {
             Some(card) => card.clone(),
             None => {

@@ -172,6 +172,7 @@ mod tests {
             namespace: "b".into(),
             name: "agent".into(),
             rest: rest.into(),
+            by_host: false,
         });
         step.handle(&mut ex).await;
         seen(&slot).call
