@@ -6,8 +6,8 @@
 //!   JSON-RPC itself −32700 and −32600…−32603; the rest of −32000…−32099 is left to servers),
 //!   the rule and the parties in `data`. Warden sends it with HTTP 403 (the status tools and
 //!   `warden verify` read); the JS SDK then throws a `JsonRpcTransportError` with this message
-//!   and data, while a2a-sdk's JSON-RPC transport raises on the status before it reads the body
-//!   ("HTTP Error 403"), so a Python user sees the rule only with HTTP 200.
+//!   and data. a2a-sdk (Python) raises on the status before it reads any body, so the proxy
+//!   also puts [`Denial::message`] in the HTTP/1.1 reason phrase, which its error text shows.
 //! - HTTP+JSON: `google.rpc.Status` in the JSON mapping A2A uses (`{"error": {code, status,
 //!   message, details}}`, `code` the HTTP status 403/401, `status` the canonical name
 //!   `PERMISSION_DENIED` (7) or `UNAUTHENTICATED` (16)), with a `google.rpc.ErrorInfo` detail

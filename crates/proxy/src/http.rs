@@ -143,10 +143,29 @@ pub fn denial_response(
         }
         return response;
     }
-    match jsonrpc_id {
+    let mut response = match jsonrpc_id {
         Some(id) => json_response(status, &denial.jsonrpc(id)),
         None => json_response(status, &denial.rest()),
+    };
+    // HTTP/1.1 clients that report only the status line (a2a-sdk raises on a 403 before it
+    // reads the body) still tell their user who was refused and why.
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason_phrase(status, &denial.message()))
+    {
+        response.extensions_mut().insert(phrase);
     }
+    response
+}
+
+/// `Forbidden: {message}` as a reason phrase: printable ASCII, at most 300 bytes.
+fn reason_phrase(status: StatusCode, message: &str) -> Vec<u8> {
+    let mut phrase = format!("{}: ", status.canonical_reason().unwrap_or("Refused")).into_bytes();
+    phrase.extend(
+        message
+            .bytes()
+            .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
+            .take(300),
+    );
+    phrase
 }
 
 /// Whether a request is a gRPC call (its refusals must be gRPC statuses).
