@@ -533,3 +533,117 @@ async fn a_burst_of_ten_thousand_requests_leaves_ten_thousand_audit_lines() {
             .all(|l| l.contains("\"target\":\"team-beta/public\"") && l.contains("\"status\":200"))
     );
 }
+
+/// Issue 11.4: a bearer scheme in any case is a credential, never forwarded; a second
+/// `Authorization` header or a malformed one is refused naming the problem; mTLS plus a
+/// token does not carry the token on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_for_the_gateway_never_reach_the_agent() {
+    use jsonwebtoken::Algorithm::ES256;
+    let mesh = Mesh::start().await;
+    let claims = serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "alice", "exp": now() + 300});
+    let token = oidc_token(&mesh.oidc_key, claims, ES256);
+    for header in [
+        format!("authorization: bearer {token}"),
+        format!("authorization: BEARER {token}"),
+        format!("authorization: Bearer\t{token}"),
+    ] {
+        let (status, body) = mesh.call(None, "public", "headers", &["-H", &header]);
+        assert_eq!(status, "200", "{header}: {body}");
+        let seen = headers(&body);
+        assert!(
+            seen.get("authorization").is_none(),
+            "{header} reached the agent"
+        );
+    }
+    // Authenticated as alice, audited as her.
+    let lines = mesh.audit_lines();
+    assert!(lines.iter().all(|l| l["authn"] == "oidc"), "{lines:?}");
+
+    let twice = [
+        "-H",
+        &format!("authorization: Bearer {token}"),
+        "-H",
+        "authorization: Bearer second",
+    ];
+    let (status, body) = mesh.call(None, "public", "headers", &twice);
+    assert_eq!(status, "400", "{body}");
+    assert!(
+        body.contains("more than one Authorization header"),
+        "{body}"
+    );
+    let (status, body) = mesh.call(None, "public", "headers", &["-H", "authorization: Bearer"]);
+    assert_eq!(status, "401", "{body}");
+
+    // mTLS plus a token: the peer is the caller, and the token stays at the gateway.
+    let header = format!("authorization: Bearer {token}");
+    let (status, body) = mesh.call(Some("orchestrator"), "public", "headers", &["-H", &header]);
+    assert_eq!(status, "200", "{body}");
+    assert!(headers(&body).get("authorization").is_none());
+    // A scheme the gateway does not use is not forwarded either.
+    let (status, body) = mesh.call(
+        None,
+        "public",
+        "headers",
+        &["-H", "authorization: Basic dXNlcg=="],
+    );
+    assert_eq!(status, "200", "{body}");
+    assert!(headers(&body).get("authorization").is_none());
+}
+
+/// Issue 11.9: a token whose subject cannot be written into `x-warden-caller` is refused; the
+/// agent never sees the gateway itself as the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_subject_that_cannot_be_forwarded_is_401() {
+    use jsonwebtoken::Algorithm::ES256;
+    let mesh = Mesh::start().await;
+    let claims = serde_json::json!({"iss": "https://idp.test", "aud": "warden", "sub": "alice\u{1}", "exp": now() + 300});
+    let token = oidc_token(&mesh.oidc_key, claims, ES256);
+    let header = format!("authorization: Bearer {token}");
+    let (status, body) = mesh.call(None, "public", "headers", &["-H", &header]);
+    assert_eq!(status, "401", "{body}");
+    assert!(body.contains("cannot be forwarded"), "{body}");
+}
+
+/// Issue 11.5: a request the gateway allowed and forwarded leaves exactly one audit line even
+/// when its client gives up before the response head: 200 clients, 200 lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_early_each_leave_one_audit_line() {
+    use tokio::io::AsyncWriteExt;
+    let mesh = Mesh::start().await;
+    let request = b"GET /api/a2a/team-beta/public/slow HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let addr = mesh.addr;
+            tokio::spawn(async move {
+                let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                tcp.write_all(request).await.expect("write");
+                // The agent answers after 1 s; the client leaves first.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = mesh.audit_lines();
+        if lines.len() >= 200 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        mesh.audit_lines().len(),
+        200,
+        "exactly one line per request"
+    );
+    assert_eq!(lines.len(), 200);
+    for line in &lines {
+        assert_eq!(line["aborted"], true, "{line}");
+        assert_eq!(line["decision"], "allow", "{line}");
+        assert_eq!(line["phase"], "forwarding", "{line}");
+    }
+}

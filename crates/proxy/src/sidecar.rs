@@ -143,7 +143,9 @@ impl Sidecar {
             .map(|s| (s.namespace.clone(), s.name.clone()));
         Steps {
             record: audit::Recorder::Inbound(self.metrics.clone()),
-            admit: admit::Admission::default(),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+            },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Sidecar,
             classify: classify::Classifier::Agent,
@@ -163,7 +165,9 @@ impl Sidecar {
     fn egress_steps(&self) -> Steps {
         Steps {
             record: audit::Recorder::Egress(self.metrics.clone()),
-            admit: admit::Admission::default(),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+            },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Local,
             classify: classify::Classifier::None,
@@ -273,6 +277,7 @@ impl Sidecar {
         if current.settings != next {
             tracing::info!(source, from = %current.settings.mode, to = %next.mode, "settings changed; they apply to new connections");
         }
+        self.metrics.reloads.inc();
         self.policy.store(Arc::new(Policy {
             snapshot,
             settings: next,
