@@ -58,6 +58,13 @@ pub(crate) struct LimitArgs {
     /// Largest request body in bytes [default: 10485760].
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// Time for a body the gateway must read (JSON-RPC) to arrive [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    body_read_timeout: Option<Duration>,
+    /// Request bytes the gateway buffers at once over all requests; past it, 503 with
+    /// Retry-After [default: 67108864].
+    #[arg(long)]
+    max_buffered_bytes: Option<u64>,
     /// First byte and TLS handshake deadline [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     handshake_timeout: Option<Duration>,
@@ -91,6 +98,8 @@ impl LimitArgs {
         limits.max_header_bytes = self.max_header_bytes.unwrap_or(limits.max_header_bytes);
         limits.max_body_bytes = self.max_body_bytes.unwrap_or(limits.max_body_bytes);
         limits.handshake_timeout = self.handshake_timeout.unwrap_or(limits.handshake_timeout);
+        limits.body_read_timeout = self.body_read_timeout.unwrap_or(limits.body_read_timeout);
+        limits.max_buffered_bytes = self.max_buffered_bytes.unwrap_or(limits.max_buffered_bytes);
         limits.header_read_timeout = self
             .header_read_timeout
             .unwrap_or(limits.header_read_timeout);

@@ -44,6 +44,11 @@ struct Mesh {
 
 impl Mesh {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The mesh with `extra` flags for the gateway.
+    async fn start_with(extra: &[&str]) -> Self {
         let pki = Pki::new();
         let app = warden_testkit::app::start().await;
         let dir = pki.dir.path().to_owned();
@@ -106,6 +111,7 @@ impl Mesh {
                 "--jwt-bundle",
                 dir.join("jwt-bundle.json").to_str().unwrap(),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -646,4 +652,122 @@ async fn clients_that_give_up_early_each_leave_one_audit_line() {
         assert_eq!(line["decision"], "allow", "{line}");
         assert_eq!(line["phase"], "forwarding", "{line}");
     }
+}
+
+/// Sends raw bytes to the gateway and returns what it answers within `wait` (or "" if it
+/// says nothing that long).
+async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn post_head(agent: &str, length: usize) -> Vec<u8> {
+    format!(
+        "POST /api/a2a/team-beta/{agent}/ HTTP/1.1\r\nHost: gateway\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Issue 11.2: a large body from a caller the target admits for nothing is refused without
+/// being read; a body that stalls is cut at --body-read-timeout; past --max-buffered-bytes a
+/// request gets 503 with Retry-After instead of growing memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_not_read_before_the_decision_and_buffering_is_bounded() {
+    let mesh = Mesh::start_with(&[
+        "--body-read-timeout",
+        "1s",
+        "--max-buffered-bytes",
+        "100000",
+    ])
+    .await;
+    // Anonymous to specialist (from: Selector): refused at once, 9.9 MB never sent.
+    let mut request = post_head("specialist", 9_900_000);
+    request.extend_from_slice(&[b' '; 1000]);
+    let answer = raw(mesh.addr, &request, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer:?}");
+
+    // Anonymous to public (from: All): a stalled body holds 80 kB of the 100 kB budget...
+    let mut stalled = post_head("public", 90_000);
+    stalled.extend_from_slice(&vec![b' '; 80_000]);
+    let addr = mesh.addr;
+    let first = tokio::spawn(async move { raw(addr, &stalled, Duration::from_secs(4)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so a second body of 50 kB does not fit: 503 with Retry-After.
+    let mut second = post_head("public", 50_000);
+    second.extend_from_slice(&vec![b' '; 50_000]);
+    let answer = raw(mesh.addr, &second, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // The stalled one is cut at the read timeout.
+    let answer = first.await.expect("first");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}
+
+/// Issue 11.10: batches and other JSON-RPC versions are refused with a JSON-RPC error; a body
+/// that cannot be read is 400, not 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_batches_versions_and_broken_bodies_are_refused() {
+    let mesh = Mesh::start().await;
+    let json = ["-H", "content-type: application/json", "-d"];
+    let batch = format!("[{SEND},{SEND}]");
+    let (status, body) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        "",
+        &[&json[..], &[batch.as_str()]].concat(),
+    );
+    assert_eq!(status, "400", "{body}");
+    assert_eq!(headers(&body)["error"]["data"]["rule"], "jsonrpc_batch");
+    let old = SEND.replace("\"2.0\"", "\"1.0\"");
+    let (status, body) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        "",
+        &[&json[..], &[old.as_str()]].concat(),
+    );
+    assert_eq!(status, "400", "{body}");
+    let error = headers(&body);
+    assert_eq!(
+        (
+            error["id"].as_str(),
+            error["error"]["data"]["rule"].as_str()
+        ),
+        (Some("r1"), Some("jsonrpc_version"))
+    );
+
+    let broken = b"POST /api/a2a/team-beta/public/ HTTP/1.1\r\nHost: gateway\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\nnot chunked\r\n";
+    let answer = raw(mesh.addr, broken, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+}
+
+/// Issue 11.8: the control plane's card grant is exactly GET of the card path — not a
+/// JSON-RPC GetAgentCard at the gateway, not any path ending in it at a sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_grant_is_exactly_get_of_the_card_path() {
+    let mesh = Mesh::start().await;
+    let sidecar = &mesh._specialist;
+    let code = ["-w", "\n%{http_code}"];
+    let status = |path: &str| {
+        let (_, text) = mtls(&mesh.pki, "gateway", sidecar, path, &code);
+        text.rsplit_once('\n')
+            .map(|(_, s)| s.to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("/.well-known/agent-card.json"), "200");
+    assert_eq!(status("/app/.well-known/agent-card.json"), "403");
+    assert_eq!(status("/admin?x=/.well-known/agent-card.json"), "403");
+
+    let card = r#"{"jsonrpc":"2.0","id":"c1","method":"GetAgentCard","params":{}}"#;
+    let json = ["-H", "content-type: application/json", "-d", card];
+    let (status, body) = mesh.call(Some("gateway"), "specialist", "", &json);
+    assert_eq!(status, "403", "{body}");
 }

@@ -18,6 +18,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body forwarded; a larger one fails the request with 413.
     pub max_body_bytes: u64,
+    /// Time for a body the gateway must read (JSON-RPC) to arrive; 408 past it.
+    #[serde(with = "duration_text")]
+    pub body_read_timeout: Duration,
+    /// Request bytes the gateway holds in memory at once, over all requests; past it a
+    /// request that needs its body read gets 503 with `Retry-After`.
+    pub max_buffered_bytes: u64,
     /// Time for the first byte and the TLS handshake of a new connection.
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
@@ -47,6 +53,8 @@ impl Default for Limits {
         Self {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 64 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -26,6 +26,7 @@ use crate::config::{DynamicConfig, IdentityConfig, Limits};
 use crate::error::SidecarError;
 use crate::forward::Upstreams;
 use crate::metrics::Metrics;
+use crate::pipeline::body::BodyRules;
 use crate::pipeline::card::Cards;
 use crate::pipeline::forward::{Destination, Forward};
 use crate::pipeline::{
@@ -131,9 +132,11 @@ pub async fn run_gateway(
         },
         route: route::Routing::Gateway,
         authenticate: authenticate::Authn::Gateway,
-        classify: classify::Classifier::Gateway {
-            max_body_bytes: usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX),
-        },
+        classify: classify::Classifier::Gateway(BodyRules::new(
+            config.limits.max_body_bytes,
+            config.limits.body_read_timeout,
+            config.limits.max_buffered_bytes,
+        )),
         authorize: authorize::Authz::Gateway,
         delegate: delegate::Delegation::Gateway,
         forward: Forward::new(
