@@ -90,6 +90,9 @@ pub(crate) struct LimitArgs {
     /// Deadline for the upstream's response head [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     upstream_timeout: Option<Duration>,
+    /// Abort a response whose upstream sends nothing for this long [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    upstream_idle_timeout: Option<Duration>,
 }
 
 impl LimitArgs {
@@ -113,6 +116,9 @@ impl LimitArgs {
             .unwrap_or(limits.max_connections)
             .max(1);
         limits.upstream_timeout = self.upstream_timeout.unwrap_or(limits.upstream_timeout);
+        limits.upstream_idle_timeout = self
+            .upstream_idle_timeout
+            .unwrap_or(limits.upstream_idle_timeout);
         limits.underscore_headers = self.underscore_headers.unwrap_or(limits.underscore_headers);
         limits
     }

@@ -296,3 +296,41 @@ async fn reading_the_snapshot_reloads_nothing_and_a_change_applies_within_a_seco
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reloads(sidecar.admin), 1, "one change, one reload");
 }
+
+/// Issue 11.7: a plaintext keep-alive connection opened under Permissive is not served as
+/// anonymous after the sidecar's mode goes Strict: its next request is refused and it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_switch_to_strict_closes_plaintext_connections_at_their_next_request() {
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let config = pki.dir.path().join("sidecar.yaml");
+    std::fs::write(&config, "mode: permissive\n").expect("write config");
+    let sidecar = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--config", config.to_str().expect("path")],
+    );
+    let mut tcp = TcpStream::connect(sidecar.inbound).await.expect("connect");
+    let request = b"GET /headers HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 8192];
+    tcp.write_all(request).await.expect("write");
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    std::fs::write(&config, "mode: strict\n").expect("write config");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("mode_changed"), "{answer}");
+}

@@ -771,3 +771,26 @@ async fn the_card_grant_is_exactly_get_of_the_card_path() {
     let (status, body) = mesh.call(Some("gateway"), "specialist", "", &json);
     assert_eq!(status, "403", "{body}");
 }
+
+/// Issue 11.11: an upstream that sends the head and part of the body, then stalls, is cut at
+/// --upstream-idle-timeout and audited as aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_body_is_cut_and_audited_as_aborted() {
+    let mesh = Mesh::start_with(&["--upstream-idle-timeout", "1s"]).await;
+    let url = mesh.url("specialist", "sse");
+    let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        curl(&["-N", "-k", "--cert", &cert, "--key", &key, &url])
+    })
+    .await
+    .expect("curl");
+    let took = started.elapsed();
+    assert!(!out.status.success(), "the stalled stream ended cleanly");
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("data: one"));
+    let lines = mesh.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["aborted"], true);
+    assert_eq!(lines[0]["phase"], "responding");
+}

@@ -46,6 +46,9 @@ pub struct Limits {
     /// Time for the upstream to send its response head.
     #[serde(with = "duration_text")]
     pub upstream_timeout: Duration,
+    /// A response body from upstream that sends nothing for this long is aborted.
+    #[serde(with = "duration_text")]
+    pub upstream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_concurrent_streams: 100,
             underscore_headers: UnderscoreHeaders::Drop,
             upstream_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
         }
     }
 }

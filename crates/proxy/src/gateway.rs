@@ -129,6 +129,7 @@ pub async fn run_gateway(
         })),
         admit: admit::Admission {
             underscore_headers: config.limits.underscore_headers,
+            recheck_mode: false,
         },
         route: route::Routing::Gateway,
         authenticate: authenticate::Authn::Gateway,

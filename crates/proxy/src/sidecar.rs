@@ -145,6 +145,7 @@ impl Sidecar {
             record: audit::Recorder::Inbound(self.metrics.clone()),
             admit: admit::Admission {
                 underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: true,
             },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Sidecar,
@@ -167,6 +168,7 @@ impl Sidecar {
             record: audit::Recorder::Egress(self.metrics.clone()),
             admit: admit::Admission {
                 underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: false,
             },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Local,

@@ -7,8 +7,12 @@
 //!   `X_Forwarded_Client_Cert` would reach such an app as the identity header itself. They
 //!   are dropped (as nginx and Envoy do), or the request is refused with 400
 //!   (`--underscore-headers reject`).
+//! - On a sidecar's mesh port, a connection accepted under an earlier mode that the current
+//!   mode would refuse (plaintext after a switch to Strict, mTLS after one to Disabled) is
+//!   refused at its next request and closed.
 
 use http::{HeaderName, Response, StatusCode};
+use warden_model::MtlsMode;
 
 use super::{Exchange, Handler, Refusal};
 pub use crate::config::UnderscoreHeaders;
@@ -19,6 +23,9 @@ use crate::http::{CALLER_HEADER, ProxyBody, json_error, strip_inbound_headers};
 pub struct Admission {
     /// Header names with `_`.
     pub underscore_headers: UnderscoreHeaders,
+    /// Check each request's connection against the current mode (a sidecar's mesh port,
+    /// whose mode can change while connections stay open).
+    pub recheck_mode: bool,
 }
 
 /// The admission step.
@@ -36,6 +43,11 @@ impl<S> Admit<S> {
 
 impl<S: Handler> Handler for Admit<S> {
     async fn handle(&self, ex: &mut Exchange) -> Response<ProxyBody> {
+        if self.config.recheck_mode
+            && let Err(refusal) = current_mode_admits(ex)
+        {
+            return *refusal;
+        }
         if let Err(refusal) = underscores(ex, self.config.underscore_headers) {
             return *refusal;
         }
@@ -43,6 +55,30 @@ impl<S: Handler> Handler for Admit<S> {
         strip_inbound_headers(&mut ex.parts.headers);
         self.inner.handle(ex).await
     }
+}
+
+/// Whether the mode now in force would have accepted this request's connection.
+fn current_mode_admits(ex: &mut Exchange) -> Result<(), Refusal> {
+    let verified = ex.peer.id.is_some();
+    let refused = match ex.policy.settings.mode {
+        MtlsMode::Strict => !verified,
+        MtlsMode::Disabled => verified,
+        MtlsMode::Permissive => false,
+    };
+    if !refused {
+        return Ok(());
+    }
+    ex.refused_by = Some("mode_changed");
+    let mut response = json_error(
+        StatusCode::FORBIDDEN,
+        "mode_changed",
+        "the sidecar's mTLS mode changed and no longer accepts this connection; reconnect",
+    );
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Err(Box::new(response))
 }
 
 fn underscores(ex: &mut Exchange, rule: UnderscoreHeaders) -> Result<(), Refusal> {
@@ -136,12 +172,35 @@ mod tests {
         let (last, slot) = Answer::ok();
         let config = Admission {
             underscore_headers: UnderscoreHeaders::Reject,
+            recheck_mode: false,
         };
         let step = Admit::new(config, last);
         let mut ex = with_headers("GET", "/", &LOOK_ALIKES, policy());
         let response = step.handle(&mut ex).await;
         assert_eq!(response.status(), 400);
         assert_eq!(ex.refused_by, Some("underscore_header"));
+        assert!(slot.lock().expect("lock").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_connection_is_refused_and_closed_once_the_mode_is_strict() {
+        let mut settings = crate::pipeline::test_support::settings();
+        settings.mode = MtlsMode::Strict;
+        let strict = std::sync::Arc::new(crate::pipeline::Policy {
+            snapshot: None,
+            settings,
+            jwt: Default::default(),
+        });
+        let config = Admission {
+            underscore_headers: UnderscoreHeaders::Drop,
+            recheck_mode: true,
+        };
+        let (last, slot) = Answer::ok();
+        let step = Admit::new(config, last);
+        let mut ex = with_headers("GET", "/", &[], strict);
+        let response = step.handle(&mut ex).await;
+        assert_eq!(response.status(), 403);
+        assert_eq!(response.headers()[http::header::CONNECTION], "close");
         assert!(slot.lock().expect("lock").is_none());
     }
 }
