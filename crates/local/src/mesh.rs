@@ -413,22 +413,25 @@ impl Mesh {
             .iter()
             .map(|(k, run)| (k.clone(), run.place.inbound))
             .collect();
-        for agent in snapshot.agents() {
-            let Some(addr) = inbound.get(&agent.key()) else {
-                continue;
-            };
+        let fetches = snapshot.agents().iter().filter_map(|agent| {
+            let addr = *inbound.get(&agent.key())?;
             let ready = status.processes.iter().any(|p| {
                 p.role == Role::Sidecar
                     && p.agent.as_deref() == Some(agent.key().as_str())
                     && p.health == ProcessHealth::Ready
             });
-            let outcome = match ready {
-                true => fetch_card(agent, *addr, upstreams).await,
-                false => Err("its sidecar is not Ready".to_owned()),
-            };
-            if let Ok(mut cards) = self.cards.lock() {
-                cards.insert(agent.key(), outcome);
-            }
+            Some(async move {
+                let outcome = match ready {
+                    true => fetch_card(agent, addr, upstreams).await,
+                    false => Err("its sidecar is not Ready".to_owned()),
+                };
+                (agent.key(), outcome)
+            })
+        });
+        // Concurrently and bounded: an app that hangs must not stall the status of the rest.
+        let outcomes = futures::future::join_all(fetches).await;
+        if let Ok(mut cards) = self.cards.lock() {
+            cards.extend(outcomes);
         }
     }
 
@@ -597,6 +600,9 @@ fn process(
     }
 }
 
+/// How long the controller waits for a card.
+const CARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn fetch_card(
     agent: &CompiledAgent,
     inbound: SocketAddr,
@@ -610,14 +616,24 @@ async fn fetch_card(
     let request = http::Request::get(format!("{scheme}://{inbound}/.well-known/agent-card.json"))
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = upstreams.send(request, via).await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
+    let exchange = async {
+        let response = upstreams.send(request, via).await;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        (status, body)
+    };
+    let (status, body) = tokio::time::timeout(CARD_TIMEOUT, exchange)
         .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+        .map_err(|_| {
+            format!(
+                "GET /.well-known/agent-card.json over {transport}: no answer within {CARD_TIMEOUT:?}"
+            )
+        })?;
     if status.is_success() && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
         Ok(CardInfo {
             transport_security: transport.into(),

@@ -330,6 +330,17 @@ impl ProcessStatus {
     }
 
     fn judge(&mut self, answer: Result<Option<crate::probe::AdminReport>, String>) {
+        // The supervisor knows best that a process is down: whatever answers on its port
+        // then is someone else.
+        if self.waiting_restart || self.pid.is_none() {
+            self.snapshot_version = None;
+            self.health = ProcessHealth::Failing;
+            self.detail = Some(match &self.last_error {
+                Some(e) => format!("not running; it {e}"),
+                None => "not running".into(),
+            });
+            return;
+        }
         (self.health, self.detail) = match answer {
             Ok(None) => (ProcessHealth::Ready, None),
             Ok(Some(report)) => {
@@ -342,10 +353,6 @@ impl ProcessStatus {
                         Some("it has no SVID yet (see its log)".into()),
                     )
                 }
-            }
-            Err(why) if self.waiting_restart || self.pid.is_none() => {
-                self.snapshot_version = None;
-                (ProcessHealth::Failing, Some(why))
             }
             Err(why) => {
                 self.snapshot_version = None;
