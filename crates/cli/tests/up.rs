@@ -241,6 +241,29 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
         "{row}"
     );
 
+    // An edit that does not compile is refused: the last good snapshot stays in force, and
+    // status and verify say so at once.
+    let agents = manifests.join("agents.yaml");
+    let good = std::fs::read_to_string(&agents).unwrap();
+    std::fs::write(&agents, good.replace("kind: Agent", "kind: Agnet")).unwrap();
+    let start = Instant::now();
+    let table = loop {
+        let table = text(&warden(&state, &["status"]));
+        if table.contains("was NOT applied") {
+            break table;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.contains("Agnet"), "{table}");
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("FAIL 1.") && out.contains("the last manifest edit was not applied"),
+        "{out}"
+    );
+    std::fs::write(&agents, good).unwrap();
+
     // The logs are there, without colour codes.
     let logs = warden(&state, &["logs", "gateway"]);
     assert!(logs.status.success(), "{}", text(&logs));

@@ -96,6 +96,7 @@ pub(crate) struct Mesh {
     gateway_id: SpiffeId,
     ca: CaStatus,
     cards: Mutex<BTreeMap<String, Result<CardInfo, String>>>,
+    manifests_error: Mutex<Option<String>>,
 }
 
 impl Mesh {
@@ -128,6 +129,7 @@ impl Mesh {
             gateway_admin: free_port()?,
             gateway_health: Health::default(),
             cards: Mutex::new(BTreeMap::new()),
+            manifests_error: Mutex::new(None),
             config,
         })
     }
@@ -347,9 +349,15 @@ impl Mesh {
             Ok(next) => next,
             Err(e) => {
                 eprintln!("manifests not applied, keeping the last good snapshot: {e}");
+                if let Ok(mut error) = self.manifests_error.lock() {
+                    *error = Some(e.to_string());
+                }
                 return;
             }
         };
+        if let Ok(mut error) = self.manifests_error.lock() {
+            *error = None;
+        }
         if let Err(e) = write_snapshot(&self.state(&["snapshot.json"]), &next) {
             tracing::error!(error = %e, "cannot write the snapshot");
             return;
@@ -490,6 +498,8 @@ impl Mesh {
                 restarts: snapshot_restarts(&self.gateway_health),
             },
             ca: self.ca.clone(),
+            manifests: self.config.manifests.display().to_string(),
+            manifests_error: self.manifests_error.lock().ok().and_then(|e| e.clone()),
             snapshot_version: snapshot.version(),
             ready: false,
         }

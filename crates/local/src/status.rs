@@ -180,6 +180,12 @@ pub struct MeshStatus {
     pub gateway: GatewayStatus,
     /// CA.
     pub ca: CaStatus,
+    /// The manifests `up` runs (a file or directory).
+    pub manifests: String,
+    /// Why the last edit of the manifests was not applied (the previous snapshot stays in
+    /// force); absent when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_error: Option<String>,
     /// Version of the snapshot the supervisor compiled last (each proxy reports its own).
     pub snapshot_version: u64,
     /// True when every process is Ready on the current snapshot and every card was fetched.
@@ -259,6 +265,12 @@ impl MeshStatus {
             "gateway {} ({})   CA trust domain {}   snapshot v{}\n\n",
             self.gateway.url, self.gateway.spiffe_id, self.ca.trust_domain, self.snapshot_version
         );
+        if let Some(error) = &self.manifests_error {
+            out.push_str(&format!(
+                "the last edit of {} was NOT applied (snapshot v{} stays in force):\n{error}\n\n",
+                self.manifests, self.snapshot_version
+            ));
+        }
         out.push_str(&format!(
             "{:<26} {:<11} {:<9} {:<9} {:<9} {:<7} {:<22} {}\n",
             "AGENT", "MODE", "ACCEPTED", "MTLS", "CARD", "READY", "SIDECAR", "SPIFFE ID"
