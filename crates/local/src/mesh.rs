@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -626,17 +626,7 @@ async fn fetch_card(
     let request = http::Request::get(format!("{scheme}://{inbound}/.well-known/agent-card.json"))
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = upstreams.send(request, via).await;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        (status, body)
-    };
+    let exchange = crate::probe::mesh_request(upstreams, request, via);
     let (status, body) = tokio::time::timeout(CARD_TIMEOUT, exchange)
         .await
         .map_err(|_| {
@@ -644,7 +634,7 @@ async fn fetch_card(
                 "GET /.well-known/agent-card.json over {transport}: no answer within {CARD_TIMEOUT:?}"
             )
         })?;
-    if status.is_success() && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+    if (200..300).contains(&status) && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
         Ok(CardInfo {
             transport_security: transport.into(),
             // Via::Mesh only completes a handshake with a server proving this ID.

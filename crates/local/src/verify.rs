@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 use warden_identity::ca::CertificateAuthority;
 use warden_identity::{IdentityCell, SpiffeId, X509Identity};
@@ -96,14 +96,7 @@ impl Client {
         let Ok(request) = builder.body(Full::new(bytes)) else {
             return (0, "cannot build the request".into());
         };
-        let response = self.upstreams.send(request, via).await;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = crate::probe::mesh_request(&self.upstreams, request, via).await;
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 }
