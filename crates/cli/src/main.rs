@@ -3,6 +3,7 @@
 
 mod ca;
 mod gateway;
+mod kubernetes;
 mod policy;
 mod sidecar;
 mod up;
@@ -61,6 +62,9 @@ enum Command {
     Explain(policy::ExplainArgs),
     /// Compile manifests into the snapshot file sidecars load with --snapshot.
     Compile(policy::CompileArgs),
+    /// Print the warden.dev manifests equivalent to the given ones (kagent Agents and
+    /// kagenti/rossoctl AgentRuntimes converted; the same decision for every call).
+    Convert(policy::ConvertArgs),
     /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
     /// strict), egress mTLS origination, verified caller identity to the app.
     Sidecar(Box<sidecar::SidecarArgs>),
@@ -88,6 +92,18 @@ enum Command {
     /// Internal: how `warden up` starts a child so that it dies with `up`.
     #[command(hide = true)]
     ExecChild(up::ExecChildArgs),
+    /// Print every object a cluster needs, for `kubectl apply -f -`: CRDs, namespace,
+    /// least-privilege RBAC, controller, gateway and webhook Deployments and Services,
+    /// webhook configurations with their CA bundle.
+    Install(Box<kubernetes::InstallArgs>),
+    /// Print what `warden install` made, for `kubectl delete --ignore-not-found -f -`.
+    Uninstall(kubernetes::UninstallArgs),
+    /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
+    /// outside it with --kubeconfig and `warden install --webhook-url`).
+    Webhook(Box<kubernetes::WebhookArgs>),
+    /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
+    /// apply`): exit 0 when every object would be admitted, 1 otherwise.
+    Admission(kubernetes::AdmissionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +170,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => Ok(policy::validate(args)),
             Command::Explain(args) => policy::run_explain(args),
             Command::Compile(args) => policy::compile(args),
+            Command::Convert(args) => policy::convert(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
             Command::Up(args) => up::up(args, &cli.state_dir).await,
@@ -163,6 +180,10 @@ fn main() -> ExitCode {
             Command::Down => up::down(&cli.state_dir).await,
             Command::Logs(args) => up::logs(args, &cli.state_dir).await,
             Command::ExecChild(args) => up::exec_child(args),
+            Command::Install(args) => kubernetes::install(*args),
+            Command::Uninstall(args) => kubernetes::uninstall(args),
+            Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,

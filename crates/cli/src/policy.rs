@@ -50,6 +50,24 @@ pub(crate) struct CompileArgs {
     out: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// A manifest file or a directory of them (kagent Agents, AgentRuntimes, Warden's own).
+    path: PathBuf,
+}
+
+/// Prints the `warden.dev` manifests equivalent to the given ones.
+pub(crate) fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+    let converted = warden_model::load_path(&args.path)
+        .and_then(|manifests| warden_model::convert(&manifests))
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("the manifests are not valid:\n{}", lines.join("\n"))
+        })?;
+    print!("{converted}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Writes the compiled snapshot that sidecars load with `--snapshot`.
 pub(crate) fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let (_, snapshot) = load(&args.path).map_err(|errors| {
@@ -86,6 +104,9 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
         Ok((manifests, snapshot)) => {
             for notice in &manifests.notices {
                 eprintln!("notice: {notice}");
+            }
+            for warning in warden_model::lint(&manifests) {
+                eprintln!("warning: {warning}");
             }
             let mut rejected = 0;
             for agent in snapshot.agents().iter().filter(|a| !a.accepted.status) {
