@@ -76,8 +76,13 @@ impl FromStr for MtlsMode {
     namespaced,
     status = "AgentStatus",
     shortname = "wag",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mtlsMode"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"MTLSReady","type":"string","jsonPath":".status.conditions[?(@.type==\"MTLSReady\")].status"}"#,
+    printcolumn = r#"{"name":"Card","type":"string","jsonPath":".status.card.transportSecurity"}"#,
+    printcolumn = r#"{"name":"SPIFFE ID","type":"string","priority":1,"jsonPath":".status.card.attestedSpiffeId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSpec {
@@ -275,6 +280,10 @@ pub struct LocalProcess {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStatus {
+    /// The mTLS mode the agent's sidecars run in, resolved (annotation, agent, MeshConfig,
+    /// default): `kubectl get agents` shows it as MODE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_mode: Option<MtlsMode>,
     /// `Accepted`, `MTLSReady`, `CardDiscovered`, `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -312,7 +321,15 @@ pub enum TransportSecurity {
 
 /// Mesh-wide settings; one per mesh (cluster-scoped).
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "warden.dev", version = "v1alpha1", kind = "MeshConfig")]
+#[kube(
+    group = "warden.dev",
+    version = "v1alpha1",
+    kind = "MeshConfig",
+    status = "MeshConfigStatus",
+    printcolumn = r#"{"name":"Trust Domain","type":"string","jsonPath":".spec.trustDomain"}"#,
+    printcolumn = r#"{"name":"Default Mode","type":"string","jsonPath":".spec.defaultMtlsMode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshConfigSpec {
     /// The trust domain of every agent; default `warden.local`.
@@ -330,6 +347,15 @@ pub struct MeshConfigSpec {
     /// Issuers whose JWTs the gateway accepts as caller identities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_issuers: Vec<JwtIssuer>,
+}
+
+/// What the controller observed about the mesh-wide settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfigStatus {
+    /// E.g. `Accepted` (the settings compiled) with the reason when not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// The identity provider.
