@@ -88,9 +88,16 @@ fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Valu
 }
 
 fn example_copy(dir: &Path) -> PathBuf {
+    copy_of(dir, "cross-namespace-a2a")
+}
+
+/// A copy of `examples/<example>`'s manifests, so a test may edit them.
+fn copy_of(dir: &Path, example: &str) -> PathBuf {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(example);
     for entry in std::fs::read_dir(example).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -143,6 +150,90 @@ fn pids(status: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
+fn condition<'s>(agent: &'s serde_json::Value, kind: &str) -> &'s serde_json::Value {
+    agent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {agent}"))
+}
+
+/// The seed scenario's status: every agent has mTLS and its card from its own SPIFFE ID; the
+/// rogue's tool reference to the specialist is refused (Accepted=False with the reason) and
+/// every other agent's conditions are all True.
+fn assert_seed_status(status: &serde_json::Value) {
+    for agent in status["agents"].as_array().unwrap() {
+        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
+        assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
+        assert_eq!(condition(agent, "MTLSReady")["status"], "True", "{agent}");
+        if agent["name"] == "rogue" {
+            let accepted = condition(agent, "Accepted");
+            assert_eq!(accepted["status"], "False", "{agent}");
+            assert_eq!(
+                accepted["reason"], "CrossNamespaceReferenceDenied",
+                "{agent}"
+            );
+            let message = accepted["message"].as_str().unwrap_or_default();
+            assert!(message.contains("team-beta/specialist"), "{agent}");
+        } else {
+            assert!(
+                agent["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["status"] == "True"),
+                "{agent}"
+            );
+        }
+    }
+}
+
+/// kagent's PR #1908 scenario in kagent's and kagenti's own kinds, run as written: verify
+/// passes every row (cards, delegation with the token, the rogue's 403, the direct call
+/// refused, mTLS, audit) and the rogue's Agent is Accepted=False with the reason.
+#[test]
+fn the_kagent_example_runs_as_written_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = copy_of(dir.path(), "kagent-cross-namespace");
+    let state = dir.path().join("state");
+    let mut up = start_up(&state, &manifests, free_addr());
+    let status = wait_ready(&state, &mut up, 3);
+    assert_seed_status(&status);
+    // kagenti's resolution: the specialist's AgentRuntime says strict; the orchestrator's sets
+    // none, so team-alpha's authbridge-runtime-config ConfigMap decides.
+    let mode = |key: &str| {
+        status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| {
+                format!(
+                    "{}/{}",
+                    a["namespace"].as_str().unwrap(),
+                    a["name"].as_str().unwrap()
+                ) == key
+            })
+            .map(|a| a["mtlsMode"].clone())
+    };
+    assert_eq!(mode("team-beta/specialist"), Some("Strict".into()));
+    assert_eq!(mode("team-alpha/orchestrator"), Some("Permissive".into()));
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for row in [
+        "cards are served through the gateway",
+        "delegation: team-alpha/orchestrator calls team-beta/specialist",
+        "team-gamma/rogue → team-beta/specialist: 403 namespace_selector",
+        "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
+        "the audit log holds this run's allowed and denied calls",
+    ] {
+        assert!(out.contains(row), "no row {row:?} in\n{out}");
+    }
+    signal(up.pid(), "-INT");
+    assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
 #[test]
 fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,18 +242,7 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
     let gateway = free_addr();
     let mut up = start_up(&state, &manifests, gateway);
     let status = wait_ready(&state, &mut up, 3);
-    for agent in status["agents"].as_array().unwrap() {
-        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
-        assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
-        assert!(
-            agent["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|c| c["status"] == "True"),
-            "{agent}"
-        );
-    }
+    assert_seed_status(&status);
     // Seven processes, each reporting itself; the proxies on snapshot v1.
     let processes = status["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 7, "{status}");
