@@ -40,6 +40,8 @@ system_tools() {
 }
 
 system_tools
+# The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
+"$(dirname "$0")/install-sdk-deps.sh"
 
 # The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
 "$(dirname "$0")/install-sdk-deps.sh"
