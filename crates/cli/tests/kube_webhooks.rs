@@ -414,7 +414,10 @@ fn admission_checks_manifests_offline() {
     let out = warden(&["admission", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("ALLOW Agent team-alpha/orchestrator"), "{text}");
+    assert!(
+        text.contains("ALLOW Agent team-alpha/orchestrator"),
+        "{text}"
+    );
 
     let rogue = dir.path().join("rogue.yaml");
     std::fs::write(&rogue, ROGUE).unwrap();
@@ -440,22 +443,45 @@ fn install_flags_and_tls_dir() {
     use std::os::unix::fs::PermissionsExt;
     let help = stdout_ok(warden(&["install", "--help"]), "warden install --help");
     for flag in [
-        "--namespace", "--image", "--trust-domain", "--spiffe-socket", "--spiffe-host-dir",
-        "--webhook-url", "--tls-dir", "--cert-manager", "--gateway-replicas",
+        "--namespace",
+        "--image",
+        "--trust-domain",
+        "--spiffe-socket",
+        "--spiffe-host-dir",
+        "--webhook-url",
+        "--tls-dir",
+        "--cert-manager",
+        "--gateway-replicas",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
-    let args = ["install", "--webhook-url", "https://127.0.0.1:9443", "--tls-dir", tls.to_str().unwrap()];
+    let args = [
+        "install",
+        "--webhook-url",
+        "https://127.0.0.1:9443",
+        "--tls-dir",
+        tls.to_str().unwrap(),
+    ];
     let first = stdout_ok(warden(&args), "install");
     let second = stdout_ok(warden(&args), "install again");
     assert_eq!(first, second, "same caBundle and objects on a second run");
     for key in ["ca.key", "tls.key"] {
-        let mode = std::fs::metadata(tls.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(tls.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
-    let out = warden(&["install", "--webhook-url", "http://127.0.0.1:9443", "--tls-dir", tls.to_str().unwrap()]);
+    let out = warden(&[
+        "install",
+        "--webhook-url",
+        "http://127.0.0.1:9443",
+        "--tls-dir",
+        tls.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("https only"));
 }
