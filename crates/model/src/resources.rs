@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,42 @@ pub struct AllowedNamespaces {
     /// Required when `from` is Selector: a Kubernetes label selector over namespace labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// A Kubernetes label selector over namespace labels (`metav1.LabelSelector`'s fields).
+///
+/// Warden's own type rather than k8s-openapi's, because that one ignores unknown fields: a
+/// misspelt `matchLabel:` would leave an empty selector, which matches every namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Requirements that must all hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
+}
+
+impl LabelSelector {
+    /// True when the selector has no requirement at all, and so matches every namespace.
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && self.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
+    pub operator: String,
+    /// The values, for In and NotIn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
 }
 
 /// A tool reference: this agent calls another agent.

@@ -51,9 +51,12 @@ pub struct Record {
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
-    /// True when the client went away before the response ended.
+    /// True when the client or the upstream went away before the response ended.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub aborted: bool,
+    /// Where an aborted request stopped: `received`, `forwarding` or `responding`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
 }
 
 /// Where audit lines go.
@@ -214,6 +217,9 @@ impl AuditedBody {
         if let Some(mut record) = self.record.take() {
             record.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
             record.aborted = aborted;
+            if aborted {
+                record.phase = Some("responding");
+            }
             self.audit.record(&record);
         }
     }
@@ -285,6 +291,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             aborted: false,
+            phase: None,
         }
     }
 

@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,13 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use warden_identity::source::SvidSource;
 use warden_identity::tls::PeerRejected;
 use warden_model::MtlsMode;
 
 use crate::authz::Peer;
 use crate::config::Limits;
-use crate::http::{ProxyBody, full};
+pub use crate::error::BindError;
+use crate::http::ProxyBody;
 use crate::metrics::Metrics;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -156,18 +154,6 @@ impl Drain {
 /// Resolves once the stop flag is set (the borrow of the flag ends here, not at the caller).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// A listener that could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({what}): {source}")]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Which listener.
-    pub what: &'static str,
-    /// The I/O error.
-    pub source: std::io::Error,
 }
 
 /// Binds a TCP listener, naming it in the error.
@@ -344,77 +330,4 @@ pub fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'stati
             on_change();
         }
     });
-}
-
-/// The identity a process has, once its source is up (the admin port starts before it).
-pub type IdentitySlot = Arc<ArcSwap<Option<Arc<dyn SvidSource>>>>;
-
-/// `/healthz`, `/readyz` (503 until the first SVID), `/metrics`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    identity: IdentitySlot,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        let (metrics, identity) = (metrics.clone(), identity.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (metrics, identity) = (metrics.clone(), identity.clone());
-                async move {
-                    let ready = identity
-                        .load()
-                        .as_ref()
-                        .as_ref()
-                        .is_some_and(|source| source.current().is_some());
-                    let (status, body): (StatusCode, Bytes) = match req.uri().path() {
-                        "/healthz" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
-                        "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
-                        "/readyz" => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"no SVID loaded yet\n"),
-                        ),
-                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
-                        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
-                    };
-                    let mut response = Response::new(full(body));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
-}
-
-/// Starts the admin port (if any) first, so that `/readyz` answers 503 while the identity
-/// loads, then the SVID source.
-pub async fn start_admin_and_identity(
-    admin: Option<SocketAddr>,
-    identity: &crate::config::IdentityConfig,
-    metrics: &Arc<Metrics>,
-    drain: &Drain,
-) -> Result<Arc<dyn SvidSource>, crate::sidecar::SidecarError> {
-    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
-    if let Some(addr) = admin {
-        let listener = bind(addr, "admin").await?;
-        tokio::spawn(serve_admin(
-            listener,
-            metrics.clone(),
-            slot.clone(),
-            drain.stop_signal(),
-        ));
-    }
-    let source = crate::sidecar::start_identity(identity).await?;
-    slot.store(Arc::new(Some(source.clone())));
-    Ok(source)
 }
