@@ -253,6 +253,15 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
         }
     }
     assert_eq!(status["gateway"]["url"], format!("http://{gateway}"));
+    // Every process's metrics address, for scrapers.
+    let admin = status["gateway"]["adminAddress"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(admin.parse::<std::net::SocketAddr>().is_ok(), "{status}");
+    for agent in status["agents"].as_array().unwrap() {
+        let admin = agent["sidecarAdminAddress"].as_str().unwrap_or_default();
+        assert!(admin.parse::<std::net::SocketAddr>().is_ok(), "{agent}");
+    }
 
     let (code, out) = verify(&state);
     assert_eq!(code, Some(0), "{out}");

@@ -495,6 +495,7 @@ impl Mesh {
             gateway: GatewayStatus {
                 url: self.gateway_url(),
                 public_url: self.config.public_url.clone(),
+                admin_address: self.gateway_admin.to_string(),
                 spiffe_id: self.gateway_id.to_string(),
                 audit_log: self.state(&["audit.log"]).display().to_string(),
                 restarts: snapshot_restarts(&self.gateway_health),
@@ -567,6 +568,7 @@ impl Mesh {
             ),
             sidecar_address: run.place.inbound.to_string(),
             egress_address: run.place.egress.to_string(),
+            sidecar_admin_address: run.place.admin.to_string(),
             app_address: run.place.app.to_string(),
             restarts,
         }

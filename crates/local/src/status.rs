@@ -54,6 +54,9 @@ pub struct AgentStatus {
     pub sidecar_address: String,
     /// Its sidecar's egress address.
     pub egress_address: String,
+    /// Its sidecar's admin address (`/metrics`, `/readyz`).
+    #[serde(default)]
+    pub sidecar_admin_address: String,
     /// The app's address.
     pub app_address: String,
     /// Restarts of its sidecar and app.
@@ -153,6 +156,9 @@ pub struct GatewayStatus {
     pub audit_log: String,
     /// Restarts.
     pub restarts: u32,
+    /// The gateway's admin address (`/metrics`, `/readyz`).
+    #[serde(default)]
+    pub admin_address: String,
 }
 
 /// The CA.
