@@ -199,6 +199,13 @@ async fn an_allowed_and_a_denied_cross_namespace_call_each_leave_an_audit_line()
     let denial = headers(&body);
     assert_eq!(denial["id"], "r1");
     assert_eq!(denial["error"]["data"]["rule"], "namespace_selector");
+    // A code A2A assigns to nothing (-32001 is TaskNotFound), and a message saying who and why.
+    assert_eq!(denial["error"]["code"], -32090);
+    let message = denial["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(ROGUE) && message.contains("SendMessage on team-beta/specialist"),
+        "{message}"
+    );
 
     let lines = mesh.audit_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -275,7 +282,10 @@ async fn anonymous_callers_reach_from_all_in_permissive_and_nothing_else() {
     assert_eq!(mesh.call(None, "public", "headers", &[]).0, "200");
     let (status, body) = mesh.call(None, "specialist", "headers", &[]);
     assert_eq!(status, "403");
-    assert_eq!(headers(&body)["error"]["rule"], "namespace_selector");
+    assert_eq!(
+        headers(&body)["error"]["details"][0]["metadata"]["rule"],
+        "namespace_selector"
+    );
     // Self-asserted identity headers authenticate nobody.
     let (status, _) = mesh.call(
         None,
@@ -483,10 +493,30 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(status, "200", "{body}");
     assert!(!body.contains("10.9.9.9"), "{body}");
     let card = headers(&body);
-    let expected = format!("http://{}/api/a2a/team-beta/specialist/", mesh.addr);
+    // Fetched over mTLS: the card keeps the client on https, and each interface its own path,
+    // binding, version and tenant.
+    let expected = format!("https://{}/api/a2a/team-beta/specialist/", mesh.addr);
     assert_eq!(card["url"], expected);
     assert_eq!(card["additionalInterfaces"][0]["url"], expected);
     assert_eq!(card["supportedInterfaces"][0]["url"], expected);
+    let rest = &card["supportedInterfaces"][1];
+    assert_eq!(rest["url"], format!("{expected}a2a/rest"));
+    assert_eq!(
+        (
+            &rest["protocolBinding"],
+            &rest["protocolVersion"],
+            &rest["tenant"]
+        ),
+        (&"HTTP+JSON".into(), &"1.0".into(), &"t1".into())
+    );
+    // Fetched over plaintext (team-beta/public admits anonymous callers): http, and the
+    // authority the client used.
+    let (status, body) = mesh.call(None, "public", ".well-known/agent-card.json", &[]);
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        headers(&body)["url"],
+        format!("http://{}/api/a2a/team-beta/public/", mesh.addr)
+    );
     // Second fetch: revalidated by ETag, same card.
     let (status, again) = mesh.call(
         Some("orchestrator"),
@@ -497,7 +527,43 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
     assert_eq!(status, "200");
     assert_eq!(headers(&again), card);
 
+    // Each agent is also at the root of its own host name: standard discovery works there, and
+    // the card points at that host (curl reaches it through --connect-to: no DNS needed).
+    let host = format!("specialist.team-beta.a2a.localhost:{}", mesh.addr.port());
     let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
+    let connect_to = format!("{host}:{}", mesh.addr);
+    let out = curl(&[
+        "-k",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--connect-to",
+        &connect_to,
+        &format!("https://{host}/.well-known/agent-card.json"),
+    ]);
+    let card = headers(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(card["url"], format!("https://{host}/"));
+    assert_eq!(
+        card["supportedInterfaces"][1]["url"],
+        format!("https://{host}/a2a/rest")
+    );
+    let last = mesh.audit_lines().pop().expect("an audit line");
+    assert_eq!(
+        (&last["target"], &last["method"]),
+        (&"team-beta/specialist".into(), &"GetAgentCard".into())
+    );
+
+    // Calls on the interfaces' own paths reach the same paths upstream and are audited as the
+    // A2A method, not as `POST /a2a/jsonrpc`.
+    let json = ["-H", "content-type: application/json", "-d", SEND];
+    for path in ["a2a/jsonrpc", "a2a/rest/message:send"] {
+        let (status, body) = mesh.call(Some("orchestrator"), "specialist", path, &json);
+        assert_eq!(status, "200", "{path}: {body}");
+        let last = mesh.audit_lines().pop().expect("an audit line");
+        assert_eq!(last["method"], "SendMessage", "{path}: {last}");
+    }
+
     assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh._app).await;
 }
 
@@ -540,15 +606,14 @@ async fn a_burst_of_ten_thousand_requests_leaves_ten_thousand_audit_lines() {
     );
 }
 
-/// `/metrics` at `admin`: (Content-Type, body), asking as Prometheus 3 does.
-fn scrape(admin: SocketAddr) -> (String, String) {
-    let out = curl(&[
-        "-D",
-        "-",
-        "-H",
-        "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
-        &format!("http://{admin}/metrics"),
-    ]);
+/// What Prometheus 3 sends.
+const PROMETHEUS_ACCEPT: &str = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1";
+/// What promtool reads (and Prometheus 2 without OpenMetrics).
+const TEXT_ACCEPT: &str = "Accept: text/plain;version=0.0.4";
+
+/// `/metrics` at `admin` asked with `accept`: (Content-Type, body).
+fn scrape(admin: SocketAddr, accept: &str) -> (String, String) {
+    let out = curl(&["-D", "-", "-H", accept, &format!("http://{admin}/metrics")]);
     let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
     let (head, body) = text.split_once("\n\n").expect("an HTTP response");
     let content_type = head
@@ -588,7 +653,6 @@ fn promtool_check(promtool: &Path, body: &str) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until /metrics negotiates its Content-Type and bounds its labels (issue 12, item 7)"]
 async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_no_series() {
     let test = "metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_no_series";
     let Some(promtool) = warden_testkit::sdk::promtool(test) else {
@@ -602,7 +666,7 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
     );
     assert_eq!(mesh.call(Some("rogue"), "specialist", "", &json).0, "403");
     let series = |body: &str| body.lines().filter(|l| l.starts_with("warden_")).count();
-    let before = series(&scrape(mesh.admin).1);
+    let before = series(&scrape(mesh.admin, TEXT_ACCEPT).1);
     // Twenty unauthenticated requests for paths and agents nobody has.
     for i in 0..20 {
         let url = format!("http://{}/api/a2a/junk-{i}/agent-{i}/x", mesh.addr);
@@ -611,21 +675,65 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
         curl(&["-X", "PATCH", &url]);
     }
     for (who, admin) in [("gateway", mesh.admin), ("sidecar", mesh._specialist.admin)] {
-        let (content_type, body) = scrape(admin);
+        let (content_type, body) = scrape(admin, PROMETHEUS_ACCEPT);
         assert!(
-            content_type.starts_with("application/openmetrics-text; version=1.0.0")
-                || content_type.starts_with("text/plain; version=0.0.4"),
+            content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{who}: Content-Type {content_type:?}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{who}: {body}");
+        let (content_type, body) = scrape(admin, TEXT_ACCEPT);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
             "{who}: Content-Type {content_type:?}"
         );
         let (ok, said) = promtool_check(&promtool, &body);
         assert!(ok, "{who}: promtool check metrics failed:\n{said}\n{body}");
+        let expiry = body
+            .lines()
+            .find_map(|l| l.strip_prefix("warden_svid_expiry_seconds "))
+            .and_then(|v| v.parse::<i64>().ok());
+        assert!(
+            expiry.is_some_and(|s| s > 3000),
+            "{who}: SVID expiry {expiry:?}"
+        );
     }
-    let after = series(&scrape(mesh.admin).1);
+    let after = series(&scrape(mesh.admin, TEXT_ACCEPT).1);
     assert!(
         after <= before + 4,
         "40 junk requests added {} series",
         after - before
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule() {
+    let test = "a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let mesh = Mesh::start().await;
+    let script = warden_testkit::sdk::sources().join("python/denied_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(mesh.url("specialist", ""))
+        .args([mesh.pki.cert("rogue"), mesh.pki.key("rogue")])
+        .output()
+        .expect("run the a2a-sdk client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for transport in ["card", "jsonrpc", "rest"] {
+        let said = seen[transport].as_str().unwrap_or_default();
+        eprintln!("a2a-sdk {transport} refusal: {said}");
+        assert!(
+            said.contains(ROGUE) && said.contains("rule namespace_selector"),
+            "{transport}: the SDK user sees {said:?}"
+        );
+    }
+}
 
 /// Issue 11.4: a bearer scheme in any case is a credential, never forwarded; a second
 /// `Authorization` header or a malformed one is refused naming the problem; mTLS plus a
