@@ -8,5 +8,5 @@ pub mod deps;
 pub mod kube_api;
 pub mod openssl;
 pub mod process;
-pub mod spire;
 pub mod sdk;
+pub mod spire;
