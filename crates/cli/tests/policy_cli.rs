@@ -164,6 +164,39 @@ fn explain_errors_exit_2_and_name_the_problem() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent team-alpha/nobody"));
+    // An unknown target is an error (exit 2, not a deny) that lists the agents.
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "anonymous",
+        "--to",
+        "team-beta/nobody",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--to team-beta/nobody: no agent team-beta/nobody")
+            && err.contains("team-beta/specialist, "),
+        "{err}"
+    );
+    // A misspelt method is refused, not silently decided.
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "team-alpha/orchestrator",
+        "--to",
+        "team-beta/specialist",
+        "--method",
+        "SendMesage",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--method \"SendMesage\": not an A2A method"),
+        "{err}"
+    );
     let out = warden(&["explain", path, "--from", "anonymous", "--to", "specialist"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected NAMESPACE/AGENT"));

@@ -57,6 +57,7 @@ pub async fn serve_admin(
                             StatusCode::SERVICE_UNAVAILABLE,
                             Bytes::from_static(b"no SVID loaded yet\n"),
                         ),
+                        "/status" => (StatusCode::OK, crate::admin_status::body(ready)),
                         "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
                         _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
                     };

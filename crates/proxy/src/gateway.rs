@@ -212,6 +212,7 @@ fn load_policy(config: &GatewayConfig) -> Result<Policy, String> {
         )),
         None => None,
     };
+    crate::admin_status::snapshot_loaded(snapshot.version());
     Ok(Policy {
         snapshot: Some(Arc::new(snapshot)),
         settings: DynamicConfig {

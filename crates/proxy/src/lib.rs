@@ -23,6 +23,7 @@
 //! - [`error`]: why a process could not start.
 
 pub mod admin;
+pub mod admin_status;
 pub mod audit;
 pub mod authn;
 pub mod authz;

@@ -211,6 +211,7 @@ fn load_snapshot(snap: &SnapshotConfig) -> Result<MeshSnapshot, String> {
             snapshot.version()
         ));
     }
+    crate::admin_status::snapshot_loaded(snapshot.version());
     Ok(snapshot)
 }
 

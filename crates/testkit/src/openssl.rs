@@ -85,6 +85,20 @@ impl OpensslCa {
     /// Signs a P-256 leaf named `leaf` with the given v3 extension lines, valid from `start`
     /// to `end` (openssl `YYYYMMDDHHMMSSZ`). Writes `<leaf>.pem` and `<leaf>.key`.
     pub fn sign_leaf(&self, leaf: &str, extensions: &[&str], start: &str, end: &str) -> Leaf {
+        let subject = format!("/O=openssl-test/CN={leaf}");
+        self.sign_leaf_as(leaf, &subject, extensions, start, end)
+    }
+
+    /// [`Self::sign_leaf`] with the given subject (openssl `/O=../CN=..` form), for peers that
+    /// read identity from it (Kubernetes: CN is the user, O the groups).
+    pub fn sign_leaf_as(
+        &self,
+        leaf: &str,
+        subject: &str,
+        extensions: &[&str],
+        start: &str,
+        end: &str,
+    ) -> Leaf {
         let dir = &self.dir;
         run(
             dir,
@@ -101,7 +115,7 @@ impl OpensslCa {
                 "-out",
                 &format!("{leaf}.csr"),
                 "-subj",
-                &format!("/O=openssl-test/CN={leaf}"),
+                subject,
             ],
         );
         std::fs::write(

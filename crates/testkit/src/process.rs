@@ -68,3 +68,47 @@ pub fn wait_listening(addr: SocketAddr, limit: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Spawns `command` with stdout and stderr appended to `log`, so that a peer that fails to
+/// start can be diagnosed from its own words (see [`log_tail`]).
+pub fn spawn_logged(command: &mut std::process::Command, log: &std::path::Path) -> Running {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let err = file.try_clone().expect("clone log handle");
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
+    Running(child)
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+pub fn log_tail(log: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls `ready` every 100 ms until it holds; panics after `limit` with `what` and `log`'s tail.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    log: &std::path::Path,
+    mut ready: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} not ready after {limit:?}; last lines of {}:\n{}",
+            log.display(),
+            log_tail(log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
