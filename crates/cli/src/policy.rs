@@ -123,10 +123,16 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
                                 .unwrap_or("default")
                                 == agent.namespace
                     })
-                    .map(|s| format!("{}: ", s.origin))
-                    .unwrap_or_default();
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.origin,
+                            manifests.field_path(&s.origin, "spec.tools")
+                        )
+                    })
+                    .unwrap_or_else(|| "spec.tools".into());
                 println!(
-                    "{origin}spec.tools: Accepted=False {}: {}",
+                    "{origin}: Accepted=False {}: {}",
                     agent.accepted.reason, agent.accepted.message
                 );
             }

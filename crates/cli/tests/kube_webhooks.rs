@@ -361,6 +361,17 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
     );
     eprintln!("step: sidecar injected");
 
+    // The process counted what it decided.
+    let metrics = curl(&["--cacert", ca.to_str().unwrap(), &format!("{url}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for series in [
+        r#"warden_admission_reviews_total{webhook="validating",kind="Agent",decision="deny"}"#,
+        r#"warden_admission_reviews_total{webhook="mutating",kind="Pod",decision="patch"}"#,
+        r#"warden_admission_reviews_total{webhook="validating",kind="",decision="malformed"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in:\n{metrics}");
+    }
+
     // 8. The webhook stopped: an Agent apply fails closed, saying why.
     webhook.terminate();
     assert_eq!(webhook.wait_exit(Duration::from_secs(35)), Some(0));
@@ -401,6 +412,25 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
         "name",
     ]);
     assert!(left.trim().is_empty(), "left behind: {left}");
+
+    // 10. The in-cluster layout (webhook Deployment, Service, Secret with a generated
+    //     certificate, caBundle) applies too, and uninstalls. Another namespace: without
+    //     kube-controller-manager a deleted namespace stays Terminating.
+    let layout = ["--namespace", "warden-incluster"];
+    let install = stdout_ok(warden(&[&["install"][..], &layout].concat()), "install");
+    let (ok, out) = kubectl_stdin(&api, &["apply"], &install);
+    assert!(ok, "kubectl apply of the in-cluster install failed:\n{out}");
+    assert!(
+        out.contains("deployment.apps/warden-webhook created"),
+        "{out}"
+    );
+    assert!(out.contains("secret/warden-webhook-tls created"), "{out}");
+    let (ok, out) = kubectl_stdin(
+        &api,
+        &["delete", "--ignore-not-found", "--wait=false"],
+        &stdout_ok(warden(&[&["uninstall"][..], &layout].concat()), "uninstall"),
+    );
+    assert!(ok, "{out}");
 }
 
 /// `warden admission` answers offline what the validating webhook would: the manifests stand

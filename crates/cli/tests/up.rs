@@ -88,9 +88,16 @@ fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Valu
 }
 
 fn example_copy(dir: &Path) -> PathBuf {
+    copy_of(dir, "cross-namespace-a2a")
+}
+
+/// A copy of `examples/<example>`'s manifests, so a test may edit them.
+fn copy_of(dir: &Path, example: &str) -> PathBuf {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(example);
     for entry in std::fs::read_dir(example).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -119,6 +126,21 @@ fn alive(pid: u64) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
+fn status_json(state: &Path) -> serde_json::Value {
+    let out = warden(state, &["status", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn process<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no process {name} in {status}"))
+}
+
 fn pids(status: &serde_json::Value) -> Vec<u64> {
     status["processes"]
         .as_array()
@@ -126,6 +148,90 @@ fn pids(status: &serde_json::Value) -> Vec<u64> {
         .iter()
         .filter_map(|p| p["pid"].as_u64())
         .collect()
+}
+
+fn condition<'s>(agent: &'s serde_json::Value, kind: &str) -> &'s serde_json::Value {
+    agent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {agent}"))
+}
+
+/// The seed scenario's status: every agent has mTLS and its card from its own SPIFFE ID; the
+/// rogue's tool reference to the specialist is refused (Accepted=False with the reason) and
+/// every other agent's conditions are all True.
+fn assert_seed_status(status: &serde_json::Value) {
+    for agent in status["agents"].as_array().unwrap() {
+        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
+        assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
+        assert_eq!(condition(agent, "MTLSReady")["status"], "True", "{agent}");
+        if agent["name"] == "rogue" {
+            let accepted = condition(agent, "Accepted");
+            assert_eq!(accepted["status"], "False", "{agent}");
+            assert_eq!(
+                accepted["reason"], "CrossNamespaceReferenceDenied",
+                "{agent}"
+            );
+            let message = accepted["message"].as_str().unwrap_or_default();
+            assert!(message.contains("team-beta/specialist"), "{agent}");
+        } else {
+            assert!(
+                agent["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["status"] == "True"),
+                "{agent}"
+            );
+        }
+    }
+}
+
+/// kagent's PR #1908 scenario in kagent's and kagenti's own kinds, run as written: verify
+/// passes every row (cards, delegation with the token, the rogue's 403, the direct call
+/// refused, mTLS, audit) and the rogue's Agent is Accepted=False with the reason.
+#[test]
+fn the_kagent_example_runs_as_written_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = copy_of(dir.path(), "kagent-cross-namespace");
+    let state = dir.path().join("state");
+    let mut up = start_up(&state, &manifests, free_addr());
+    let status = wait_ready(&state, &mut up, 3);
+    assert_seed_status(&status);
+    // kagenti's resolution: the specialist's AgentRuntime says strict; the orchestrator's sets
+    // none, so team-alpha's authbridge-runtime-config ConfigMap decides.
+    let mode = |key: &str| {
+        status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| {
+                format!(
+                    "{}/{}",
+                    a["namespace"].as_str().unwrap(),
+                    a["name"].as_str().unwrap()
+                ) == key
+            })
+            .map(|a| a["mtlsMode"].clone())
+    };
+    assert_eq!(mode("team-beta/specialist"), Some("Strict".into()));
+    assert_eq!(mode("team-alpha/orchestrator"), Some("Permissive".into()));
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for row in [
+        "cards are served through the gateway",
+        "delegation: team-alpha/orchestrator calls team-beta/specialist",
+        "team-gamma/rogue → team-beta/specialist: 403 namespace_selector",
+        "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
+        "the audit log holds this run's allowed and denied calls",
+    ] {
+        assert!(out.contains(row), "no row {row:?} in\n{out}");
+    }
+    signal(up.pid(), "-INT");
+    assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
 #[test]
@@ -136,18 +242,7 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
     let gateway = free_addr();
     let mut up = start_up(&state, &manifests, gateway);
     let status = wait_ready(&state, &mut up, 3);
-    for agent in status["agents"].as_array().unwrap() {
-        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
-        assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
-        assert!(
-            agent["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|c| c["status"] == "True"),
-            "{agent}"
-        );
-    }
+    assert_seed_status(&status);
     // Seven processes, each reporting itself; the proxies on snapshot v1.
     let processes = status["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 7, "{status}");
@@ -225,6 +320,29 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
         row.contains("403") && row.contains("namespace_selector"),
         "{row}"
     );
+
+    // An edit that does not compile is refused: the last good snapshot stays in force, and
+    // status and verify say so at once.
+    let agents = manifests.join("agents.yaml");
+    let good = std::fs::read_to_string(&agents).unwrap();
+    std::fs::write(&agents, good.replace("kind: Agent", "kind: Agnet")).unwrap();
+    let start = Instant::now();
+    let table = loop {
+        let table = text(&warden(&state, &["status"]));
+        if table.contains("was NOT applied") {
+            break table;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.contains("Agnet"), "{table}");
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("FAIL 1.") && out.contains("the last manifest edit was not applied"),
+        "{out}"
+    );
+    std::fs::write(&agents, good).unwrap();
 
     // The logs are there, without colour codes.
     let logs = warden(&state, &["logs", "gateway"]);
@@ -438,6 +556,82 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
     }
     let status = wait_ready(&state, &mut up, 2);
 
+    // A process that does not answer is Unknown, and its agent not Ready.
+    let desk_sidecar = process(&status, "blue/desk sidecar")["pid"]
+        .as_u64()
+        .unwrap();
+    signal(desk_sidecar as u32, "-STOP");
+    let silent = status_json(&state);
+    signal(desk_sidecar as u32, "-CONT");
+    assert_eq!(
+        process(&silent, "blue/desk sidecar")["health"],
+        "Unknown",
+        "{silent}"
+    );
+    assert_eq!(silent["ready"], false);
+    let desk = silent["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "desk")
+        .unwrap();
+    let condition = |kind: &str| {
+        desk["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(condition("MTLSReady"), "Unknown", "{desk}");
+    assert_eq!(condition("Ready"), "False", "{desk}");
+
+    // An app added with a port someone else holds: Failing, restarts, the OS error.
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    std::fs::write(
+        manifests.join("squatter.yaml"),
+        format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: squatter\n  namespace: blue\n\
+             spec:\n  description: Its port is taken.\n  local:\n    command: python3\n\
+             \x20   args: [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\n    port: {port}\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let failing = loop {
+        let status = status_json(&state);
+        let app = status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "blue/squatter app");
+        if app.is_some_and(|app| {
+            app["health"] == "Failing"
+                && app["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Address already in use"))
+        }) {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the squatter never showed as failing: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failing["ready"], false);
+    assert!(process(&failing, "blue/squatter app")["restarts"].as_u64() >= Some(1));
+    let table = text(&warden(&state, &["status"]));
+    assert!(
+        table.contains("blue/squatter app") && table.contains("Failing"),
+        "{table}"
+    );
+    std::fs::remove_file(manifests.join("squatter.yaml")).unwrap();
+    drop(squatter);
+    let status = wait_ready(&state, &mut up, 2);
+
     // SIGKILL of `up` alone: no child survives, the gateway port is free again.
     let children = pids(&status);
     assert_eq!(children.len(), 5, "{status}");
@@ -452,7 +646,15 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(TcpListener::bind(gateway).is_ok(), "{gateway} still taken");
+    let ss = Command::new("ss")
+        .args(["-ltnpa"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        TcpListener::bind(gateway).is_ok(),
+        "{gateway} still taken: {ss}"
+    );
     let out = warden(&state, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }

@@ -108,14 +108,20 @@ impl Manifests {
     /// Rewrites the field of each error about a converted resource to the user's field path.
     pub fn locate(&self, mut errors: Vec<ModelError>) -> Vec<ModelError> {
         for error in &mut errors {
-            let (Some(origin), Some(field)) = (&error.origin, &error.field) else {
-                continue;
-            };
-            if let Some((_, map)) = self.field_maps.iter().find(|(o, _)| o == origin) {
-                error.field = Some(crate::kagent::kagent_path(map, field));
+            if let (Some(origin), Some(field)) = (&error.origin, &error.field) {
+                error.field = Some(self.field_path(origin, field));
             }
         }
         errors
+    }
+
+    /// A Warden field path (`spec.tools`) of the resource from `origin`, as the user wrote it
+    /// (`spec.declarative.tools` for a kagent Agent).
+    pub fn field_path(&self, origin: &Origin, field: &str) -> String {
+        match self.field_maps.iter().find(|(o, _)| o == origin) {
+            Some((_, map)) => crate::kagent::kagent_path(map, field),
+            None => field.to_owned(),
+        }
     }
 }
 
