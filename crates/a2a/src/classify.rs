@@ -7,7 +7,7 @@
 //! (read by [`crate::jsonrpc_call`]); under an HTTP+JSON interface the rest of the path is a
 //! REST route (after the interface's tenant, when it has one); a gRPC request names its method
 //! in the path (`/lf.a2a.v1.A2AService/SendMessage`) whatever the interfaces say. Without a card
-//! the agent's root is taken as both a JSON-RPC and an HTTP+JSON interface.
+//! a REST route is looked for after every prefix of the path, and any POST may be JSON-RPC.
 
 use crate::card::{Binding, Interface};
 use crate::{canonical_method, rest_method};
@@ -53,23 +53,9 @@ pub fn classify(interfaces: &[Interface], http_method: &str, path: &str) -> Clas
     if let Some(method) = grpc_method(&path) {
         return Classified::Grpc { method };
     }
-    let root = [
-        Interface {
-            binding: Binding::JsonRpc,
-            path: String::new(),
-            tenant: None,
-        },
-        Interface {
-            binding: Binding::HttpJson,
-            path: String::new(),
-            tenant: None,
-        },
-    ];
-    let interfaces = if interfaces.is_empty() {
-        &root[..]
-    } else {
-        interfaces
-    };
+    if interfaces.is_empty() {
+        return without_card(http_method, &path);
+    }
     let mut best: Option<(&Interface, &str)> = None;
     for interface in interfaces {
         if let Some(rest) = under(&path, &interface.path)
@@ -97,6 +83,27 @@ pub fn classify(interfaces: &[Interface], http_method: &str, path: &str) -> Clas
         }
     }
     Classified::Other
+}
+
+/// Without the agent's interfaces: a REST route after any prefix of the path (the @a2a-js
+/// sample serves HTTP+JSON at `/a2a/rest`), else a POST may be JSON-RPC wherever it is sent.
+fn without_card(http_method: &str, path: &str) -> Classified {
+    let trimmed = path.trim_start_matches('/');
+    let mut suffix = trimmed;
+    loop {
+        if let Some((method, task_id)) = rest_method(http_method, suffix) {
+            return Classified::Rest { method, task_id };
+        }
+        match suffix.split_once('/') {
+            Some((_, rest)) => suffix = rest,
+            None => break,
+        }
+    }
+    if http_method == "POST" {
+        Classified::JsonRpc
+    } else {
+        Classified::Other
+    }
 }
 
 /// The rest of `path` when it lies under `prefix` (segment-wise), starting with `/` or empty.
@@ -166,12 +173,21 @@ mod tests {
     }
 
     #[test]
-    fn without_a_card_the_root_speaks_json_rpc_and_rest() {
+    fn without_a_card_rest_routes_are_found_under_any_prefix_and_posts_may_be_json_rpc() {
         assert_eq!(classify(&[], "POST", ""), Classified::JsonRpc);
         assert_eq!(classify(&[], "POST", "/"), Classified::JsonRpc);
+        assert_eq!(classify(&[], "POST", "a2a/jsonrpc"), Classified::JsonRpc);
         assert_eq!(
             classify(&[], "POST", "v1/message:send"),
             rest("SendMessage", None)
+        );
+        assert_eq!(
+            classify(&[], "POST", "a2a/rest/message:send"),
+            rest("SendMessage", None)
+        );
+        assert_eq!(
+            classify(&[], "GET", "a2a/rest/tasks/t7"),
+            rest("GetTask", Some("t7"))
         );
         assert_eq!(classify(&[], "GET", "elsewhere"), Classified::Other);
     }

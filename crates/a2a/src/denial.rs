@@ -4,9 +4,10 @@
 //! - JSON-RPC: an error object with a code A2A assigns to nothing (A2A takes −32001…−32009 —
 //!   −32001 is TaskNotFound, which the JS SDK would throw as `JsonRpcTaskNotFoundError` — and
 //!   JSON-RPC itself −32700 and −32600…−32603; the rest of −32000…−32099 is left to servers),
-//!   the rule and the parties in `data`, sent with HTTP 200 as A2A servers send JSON-RPC
-//!   errors: the Python SDK raises on any other status before it reads the body, and would show
-//!   only "HTTP Error 403".
+//!   the rule and the parties in `data`. Warden sends it with HTTP 403 (the status tools and
+//!   `warden verify` read); the JS SDK then throws a `JsonRpcTransportError` with this message
+//!   and data. a2a-sdk (Python) raises on the status before it reads any body, so the proxy
+//!   also puts [`Denial::message`] in the HTTP/1.1 reason phrase, which its error text shows.
 //! - HTTP+JSON: `google.rpc.Status` in the JSON mapping A2A uses (`{"error": {code, status,
 //!   message, details}}`, `code` the HTTP status 403/401, `status` the canonical name
 //!   `PERMISSION_DENIED` (7) or `UNAUTHENTICATED` (16)), with a `google.rpc.ErrorInfo` detail
@@ -114,7 +115,7 @@ impl Denial<'_> {
         })
     }
 
-    /// The JSON-RPC response (sent with HTTP 200) for the request with `id`.
+    /// The JSON-RPC response for the request with `id`.
     pub fn jsonrpc(&self, id: &Value) -> Value {
         json!({
             "jsonrpc": "2.0",

@@ -47,7 +47,8 @@ pub(crate) struct GatewayArgs {
     /// The audience JWT-SVIDs must carry.
     #[arg(long, default_value = "warden-gateway")]
     jwt_audience: String,
-    /// The URL clients use to reach the gateway, for card URLs [default: http://<listen>].
+    /// The URL clients use to reach the gateway, for card URLs [default: the scheme and
+    /// authority each client used: https over TLS, its Host].
     #[arg(long)]
     public_url: Option<String>,
     #[command(flatten)]

@@ -22,6 +22,10 @@ pub(crate) struct UpArgs {
     /// Do not run `verify` once the mesh is ready.
     #[arg(long)]
     no_verify: bool,
+    /// The URL clients reach the gateway at, for card URLs [default: the scheme and authority
+    /// each client used].
+    #[arg(long)]
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,30 +70,23 @@ pub(crate) struct ExecChildArgs {
 }
 
 fn up_config(
-    path: PathBuf,
-    ca_dir: Option<PathBuf>,
-    gateway_listen: SocketAddr,
+    args: UpArgs,
     verify: bool,
     state_dir: &Path,
 ) -> anyhow::Result<warden_local::UpConfig> {
     Ok(warden_local::UpConfig {
-        manifests: std::path::absolute(path)?,
+        manifests: std::path::absolute(&args.path)?,
         state_dir: std::path::absolute(state_dir)?,
-        ca_dir,
-        gateway_listen,
+        ca_dir: args.ca_dir,
+        gateway_listen: args.gateway_listen,
+        public_url: args.public_url,
         warden: std::env::current_exe()?,
-        verify,
+        verify: verify && !args.no_verify,
     })
 }
 
 pub(crate) async fn up(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let config = up_config(
-        args.path,
-        args.ca_dir,
-        args.gateway_listen,
-        !args.no_verify,
-        state_dir,
-    )?;
+    let config = up_config(args, true, state_dir)?;
     match warden_local::up(config, up_shutdown()).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ warden_local::UpError::Preflight(_)) => {
@@ -119,13 +116,7 @@ async fn up_shutdown() {
 
 /// `warden check`: the pre-flight checks of `warden up`, on demand.
 pub(crate) fn check(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let config = up_config(
-        args.path,
-        args.ca_dir,
-        args.gateway_listen,
-        false,
-        state_dir,
-    )?;
+    let config = up_config(args, false, state_dir)?;
     match warden_local::preflight::preflight(&config) {
         Ok(cleared) => {
             for line in &cleared.passed {

@@ -111,7 +111,11 @@ async fn callers_outside_the_allow_lists_get_403_naming_the_rule() {
     let (json, status) = body.rsplit_once('\n').unwrap();
     assert_eq!(status, "403");
     let json = headers(json);
-    assert_eq!(json["error"]["rule"], "allow_list");
+    assert_eq!(json["error"]["status"], "PERMISSION_DENIED");
+    assert_eq!(
+        json["error"]["details"][0]["metadata"]["rule"],
+        "allow_list"
+    );
     assert!(
         json["error"]["message"]
             .as_str()
@@ -472,7 +476,10 @@ async fn with_a_snapshot_the_mesh_policy_decides_and_only_the_gateway_may_forwar
     let (_, body) = mtls(&pki, "rogue", &sc, "/headers", &["-w", "\n%{http_code}"]);
     let (json, status) = body.rsplit_once('\n').unwrap();
     assert_eq!(status, "403");
-    assert_eq!(headers(json)["error"]["rule"], "namespace_selector");
+    assert_eq!(
+        headers(json)["error"]["details"][0]["metadata"]["rule"],
+        "namespace_selector"
+    );
 
     // The gateway forwards callers; the decision is on the forwarded caller.
     let forwarded_rogue = format!("x-warden-caller: {ROGUE}");

@@ -305,9 +305,10 @@ impl Mesh {
             self.ca.trust_domain.clone(),
             "--audit-log".into(),
             self.state(&["audit.log"]).display().to_string(),
-            "--public-url".into(),
-            self.gateway_url(),
         ];
+        if let Some(url) = &self.config.public_url {
+            args.extend(["--public-url".into(), url.clone()]);
+        }
         for (key, run) in self.agents.lock().await.iter() {
             args.extend(["--endpoint".into(), format!("{key}={}", run.place.inbound)]);
         }
@@ -493,6 +494,7 @@ impl Mesh {
             processes,
             gateway: GatewayStatus {
                 url: self.gateway_url(),
+                public_url: self.config.public_url.clone(),
                 spiffe_id: self.gateway_id.to_string(),
                 audit_log: self.state(&["audit.log"]).display().to_string(),
                 restarts: snapshot_restarts(&self.gateway_health),

@@ -143,6 +143,10 @@ pub struct ProcessStatus {
 pub struct GatewayStatus {
     /// Base URL.
     pub url: String,
+    /// The `--public-url` cards are rewritten to, when one was given; otherwise cards keep
+    /// the scheme and authority each client used (https over mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// SPIFFE ID.
     pub spiffe_id: String,
     /// Audit log file.

@@ -38,6 +38,9 @@ pub struct UpConfig {
     pub ca_dir: Option<PathBuf>,
     /// The gateway's listener.
     pub gateway_listen: SocketAddr,
+    /// `--public-url` for the gateway; `None`: cards keep the scheme and authority each
+    /// client used (https over mTLS).
+    pub public_url: Option<String>,
     /// The `warden` binary to start children with.
     pub warden: PathBuf,
     /// Run `verify` once everything is ready.

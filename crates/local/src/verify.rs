@@ -300,9 +300,19 @@ async fn cards(run: &Run) -> Result<Check, String> {
             .flat_map(|a| [a.app_address.as_str(), a.sidecar_address.as_str()])
             .filter(|addr| body.contains(addr))
             .collect();
+        // Fetched over mTLS: the card keeps https (or names the configured public URL).
+        let base = run.status.gateway.public_url.clone().unwrap_or_else(|| {
+            let url = &run.status.gateway.url;
+            format!(
+                "https://{}",
+                url.split_once("://").map_or(url.as_str(), |(_, a)| a)
+            )
+        });
         let expected = format!(
             "{}/api/a2a/{}/{}/",
-            run.status.gateway.url, agent.namespace, agent.name
+            base.trim_end_matches('/'),
+            agent.namespace,
+            agent.name
         );
         fetched += 1;
         if code != 200 || !body.contains(&expected) || !leaked.is_empty() {

@@ -45,11 +45,20 @@ pub async fn serve_admin(
             let service = service_fn(move |req: Request<Incoming>| {
                 let (metrics, identity) = (metrics.clone(), identity.clone());
                 async move {
-                    let ready = identity
+                    let svid = identity
                         .load()
                         .as_ref()
                         .as_ref()
-                        .is_some_and(|source| source.current().is_some());
+                        .and_then(|source| source.current());
+                    let ready = svid.is_some();
+                    if let Some(svid) = &svid {
+                        metrics.set_svid_expiry(svid.not_after());
+                    }
+                    let format = crate::metrics::Format::negotiate(
+                        req.headers()
+                            .get(http::header::ACCEPT)
+                            .and_then(|v| v.to_str().ok()),
+                    );
                     let (status, body): (StatusCode, Bytes) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
                         "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
@@ -58,11 +67,18 @@ pub async fn serve_admin(
                             Bytes::from_static(b"no SVID loaded yet\n"),
                         ),
                         "/status" => (StatusCode::OK, crate::admin_status::body(ready)),
-                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
+                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode_as(format))),
                         _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
                     };
+                    let metrics_page = req.uri().path() == "/metrics";
                     let mut response = Response::new(full(body));
                     *response.status_mut() = status;
+                    if metrics_page {
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(format.content_type()),
+                        );
+                    }
                     Ok::<_, Infallible>(response)
                 }
             });

@@ -166,8 +166,8 @@ impl Audit {
         self.metrics
             .gateway_requests
             .get_or_create(&crate::metrics::GatewayLabels {
-                target: record.target.clone(),
-                method: record.method.clone(),
+                target: crate::metrics::target_label(&record.rule, &record.target),
+                method: crate::metrics::method_label(&record.method),
                 decision: record.decision,
                 status: crate::metrics::status_class(status),
             })

@@ -20,21 +20,29 @@ pub struct Peer {
     /// The XFCC value for requests of this peer itself (not forwarded by a gateway): the same
     /// for every request of the connection, so built on the first.
     pub xfcc: std::sync::OnceLock<Option<http::HeaderValue>>,
+    /// The connection is TLS (with or without a client certificate): cards given to this
+    /// client keep `https`.
+    pub tls: bool,
 }
 
 impl Peer {
-    /// A verified mTLS peer with the SHA-256 (hex) of its leaf certificate.
+    /// A TLS peer, with the SPIFFE ID and SHA-256 (hex) of its leaf certificate when it
+    /// presented one.
     pub fn verified(id: Option<SpiffeId>, cert_hash: Option<String>) -> Self {
         Self {
             id,
             cert_hash,
             xfcc: std::sync::OnceLock::new(),
+            tls: true,
         }
     }
 
     /// A plaintext peer: no identity.
     pub fn anonymous() -> Self {
-        Self::verified(None, None)
+        Self {
+            tls: false,
+            ..Self::verified(None, None)
+        }
     }
 }
 

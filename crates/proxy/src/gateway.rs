@@ -75,7 +75,8 @@ pub struct GatewayConfig {
     pub jwt_bundle: Option<PathBuf>,
     /// The audience a JWT-SVID must carry.
     pub jwt_audience: String,
-    /// The URL clients reach the gateway at, for card rewriting; default `http://<listen>`.
+    /// The URL clients reach the gateway at, for card rewriting; default: the scheme and
+    /// authority each client used.
     pub public_url: Option<String>,
     /// Limits.
     pub limits: Limits,
@@ -118,10 +119,6 @@ pub async fn run_gateway(
             reload(&config, &policy, &metrics);
         });
     }
-    let base_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen));
     let steps = Steps {
         record: audit::Recorder::Gateway(Arc::new(Audit {
             sink,
@@ -144,7 +141,7 @@ pub async fn run_gateway(
             Upstreams::new(identity, config.limits.clone()),
             Destination::Gateway {
                 endpoints: config.endpoints.clone(),
-                cards: Cards::new(base_url),
+                cards: Cards::new(config.public_url.clone(), config.listen.to_string()),
             },
         ),
     };

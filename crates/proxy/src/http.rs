@@ -119,6 +119,63 @@ pub fn jsonrpc_error(
     json_response(status, &body)
 }
 
+/// A refusal in the shape of the request's binding (see `warden_a2a::denial`): a gRPC
+/// trailers-only response with the canonical status, a JSON-RPC error object for request
+/// `jsonrpc_id`, or a `google.rpc.Status` body; HTTP 403/401 for the last two.
+pub fn denial_response(
+    denial: &warden_a2a::denial::Denial<'_>,
+    jsonrpc_id: Option<&serde_json::Value>,
+    grpc: bool,
+) -> Response<ProxyBody> {
+    let status =
+        StatusCode::from_u16(denial.refusal.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    if grpc {
+        let (code, message) = denial.grpc();
+        let mut response = Response::new(full(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(message) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", message);
+        }
+        return response;
+    }
+    let mut response = match jsonrpc_id {
+        Some(id) => json_response(status, &denial.jsonrpc(id)),
+        None => json_response(status, &denial.rest()),
+    };
+    // HTTP/1.1 clients that report only the status line (a2a-sdk raises on a 403 before it
+    // reads the body) still tell their user who was refused and why.
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason_phrase(status, &denial.message()))
+    {
+        response.extensions_mut().insert(phrase);
+    }
+    response
+}
+
+/// `Forbidden: {message}` as a reason phrase: printable ASCII, at most 300 bytes.
+fn reason_phrase(status: StatusCode, message: &str) -> Vec<u8> {
+    let mut phrase = format!("{}: ", status.canonical_reason().unwrap_or("Refused")).into_bytes();
+    phrase.extend(
+        message
+            .bytes()
+            .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
+            .take(300),
+    );
+    phrase
+}
+
+/// Whether a request is a gRPC call (its refusals must be gRPC statuses).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
     let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;

@@ -1,4 +1,5 @@
-//! The sidecar's Prometheus metrics, all under the `warden_` prefix.
+//! The data plane's Prometheus metrics, all under the `warden_` prefix, served in the format
+//! the scraper asks for; label values are bounded (see [`target_label`], [`method_label`]).
 
 use std::sync::atomic::AtomicI64;
 
@@ -163,13 +164,116 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Text004 => openmetrics_to_text_004(&self.encode()),
+        }
+    }
+
+    /// Sets `warden_svid_expiry_seconds` from the SVID's `not_after` (Unix seconds).
+    pub fn set_svid_expiry(&self, not_after: i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.svid_expiry_seconds.set(not_after - now);
+    }
+}
+
+/// The exposition formats a scraper may ask for. Prometheus 3 refuses a target whose
+/// Content-Type does not say what the body is, so the body and the header come from one choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (`# EOF`, counters named without `_total` in TYPE).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for scrapers that do not ask for OpenMetrics.
+    Text004,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header asks for it (with a non-zero weight), else text 0.0.4.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let wants_openmetrics = accept.into_iter().flat_map(|a| a.split(',')).any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let weight = |p: &str| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok());
+            params.next() == Some("application/openmetrics-text")
+                && params.filter_map(weight).all(|q| q > 0.0)
+        });
+        if wants_openmetrics {
+            Self::OpenMetrics
+        } else {
+            Self::Text004
+        }
+    }
+
+    /// The Content-Type of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text004 => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4: a counter family's HELP and TYPE name its
+/// `_total` samples, and the `# UNIT` and `# EOF` lines (not in 0.0.4) are dropped.
+fn openmetrics_to_text_004(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The `target` label of a gateway request: unknown targets (unroutable paths, agents not in
+/// the snapshot) collapse into `unknown`, so junk requests cannot mint series.
+pub fn target_label(rule: &str, target: &str) -> String {
+    match rule {
+        "route" | "unknown_target" => "unknown".to_owned(),
+        _ if target.is_empty() => "unknown".to_owned(),
+        _ => target.to_owned(),
+    }
+}
+
+/// The `method` label of a gateway request: A2A methods and the card by name, anything else
+/// `other`.
+pub fn method_label(method: &str) -> String {
+    if method == warden_model::policy::CARD_METHOD
+        || warden_a2a::canonical_method(method) == Some(method)
+    {
+        method.to_owned()
+    } else {
+        "other".to_owned()
     }
 }
 
@@ -181,5 +285,61 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
         3 => "3xx",
         4 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        let prometheus3 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::negotiate(Some(prometheus3)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(None), Format::Text004);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text004);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text004
+        );
+    }
+
+    #[test]
+    fn text_004_names_counters_by_their_samples_and_has_no_eof() {
+        let metrics = Metrics::default();
+        metrics.plaintext_requests.inc();
+        let text = metrics.encode_as(Format::Text004);
+        assert!(
+            text.contains("# TYPE warden_plaintext_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP warden_plaintext_requests_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwarden_plaintext_requests_total 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(metrics.encode_as(Format::OpenMetrics).ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn labels_of_unknown_targets_and_methods_collapse() {
+        assert_eq!(target_label("unknown_target", "junk-1/x"), "unknown");
+        assert_eq!(target_label("route", ""), "unknown");
+        assert_eq!(
+            target_label("namespace_selector", "team-beta/specialist"),
+            "team-beta/specialist"
+        );
+        assert_eq!(method_label("SendMessage"), "SendMessage");
+        assert_eq!(method_label("GetAgentCard"), "GetAgentCard");
+        assert_eq!(method_label("PATCH /nothing-3"), "other");
+        assert_eq!(
+            method_label("message/send"),
+            "other",
+            "audit records carry 1.0 names"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //!   [`App::release_stream`] — `data: two`, then the end. A client that sees `one` before
 //!   releasing proves the proxy does not buffer.
 //! - `GET /slow`: answers after 1 s.
-//! - `GET /.well-known/agent-card.json`: a card whose URLs point at 10.9.9.9 (to be rewritten),
+//! - `GET /.well-known/agent-card.json`: a card whose URLs point at 10.9.9.9 (to be rewritten;
+//!   one interface at `/a2a/rest` with a tenant),
 //!   with ETag `"card-v1"` (304 on revalidation).
 
 use std::convert::Infallible;
@@ -84,7 +85,10 @@ async fn handle(
                 "url": "http://10.9.9.9:9999/",
                 "preferredTransport": "JSONRPC",
                 "additionalInterfaces": [{"url": "http://10.9.9.9:9999/", "transport": "JSONRPC"}],
-                "supportedInterfaces": [{"url": "http://10.9.9.9:9999/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+                "supportedInterfaces": [
+                    {"url": "http://10.9.9.9:9999/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+                    {"url": "http://10.9.9.9:9999/a2a/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0", "tenant": "t1"}
+                ],
                 "skills": []
             });
             let mut response = Response::new(full(card.to_string()));

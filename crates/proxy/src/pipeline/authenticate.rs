@@ -4,12 +4,13 @@
 //! Self-asserted headers never authenticate.
 
 use http::{HeaderValue, Response, StatusCode};
+use warden_a2a::denial::{Denial, Refusal as DenialKind};
 use warden_model::policy::Caller;
 
 use super::{Exchange, Handler, Refusal};
 use crate::authn::authenticate_bearer;
 use crate::authz::{caller_header_value, resolve_caller};
-use crate::http::{ProxyBody, json_error};
+use crate::http::{ProxyBody, denial_response, is_grpc, json_error};
 
 /// How a listener authenticates its callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,10 +98,24 @@ fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
     }
 }
 
+/// A refused credential: 401 in the binding's own denial shape (JSON-RPC error, google.rpc.Status
+/// or gRPC status) naming the rule; a malformed request (400) as a plain JSON error.
 fn refuse(ex: &mut Exchange, status: StatusCode, message: &str) -> Response<ProxyBody> {
     ex.authn = "invalid";
     ex.refused_by = Some("authentication");
-    json_error(status, "authentication", message)
+    if status != StatusCode::UNAUTHORIZED {
+        return json_error(status, "authentication", message);
+    }
+    let target = ex.target.as_ref().map(|t| t.key()).unwrap_or_default();
+    let denial = Denial {
+        refusal: DenialKind::Unauthenticated,
+        rule: "authentication",
+        reason: message,
+        caller: "the bearer of this token",
+        target: &target,
+        method: "any call",
+    };
+    denial_response(&denial, None, is_grpc(&ex.parts.headers))
 }
 
 /// What a request's `Authorization` header carries.

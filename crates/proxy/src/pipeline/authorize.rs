@@ -1,15 +1,17 @@
 //! Authorization: the decision. With a snapshot, the target agent's policy decides on the
 //! caller and the method (the gateway always has one; a sidecar when `--snapshot` is given);
 //! without, a sidecar admits by its allow lists. The egress port admits its own app. A
-//! refusal is 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC.
+//! refusal is 403 naming who was refused, for what, and the rule, in the request's binding
+//! (`warden_a2a::denial`).
 
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::{BodyExt, Limited};
+use warden_a2a::denial::{Denial, Refusal};
 use warden_model::policy::{CARD_METHOD, decide};
 
 use super::{Exchange, Handler, RequestBody};
 use crate::authz::{Verdict, authorize_by_flags};
-use crate::http::{ProxyBody, json_error, jsonrpc_error, jsonrpc_id};
+use crate::http::{ProxyBody, denial_response, is_grpc, jsonrpc_id};
 
 /// What a JSON-RPC `GetAgentCard` is decided as: any call, not the card grant.
 const JSONRPC_CARD: &str = "GetAgentCard (JSON-RPC)";
@@ -91,8 +93,7 @@ impl<S: Handler> Handler for Authorize<S> {
             return self.inner.handle(ex).await;
         }
         tracing::info!(caller = %ex.caller, method = ?ex.call.method, path = %ex.parts.uri.path(), rule = verdict.rule, "denied");
-        let peek = matches!(self.how, Authz::Sidecar { .. });
-        deny(ex, &verdict, peek).await
+        deny(ex, &verdict, &self.how).await
     }
 }
 
@@ -112,19 +113,38 @@ fn unrouted() -> Verdict {
     }
 }
 
-/// A 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC (known from
-/// classification, or — at a sidecar, which does not classify bodies — from a bounded peek
-/// at a JSON body).
-async fn deny(ex: &mut Exchange, verdict: &Verdict, peek: bool) -> Response<ProxyBody> {
+/// A 403 naming the caller, the target, the method and the rule, in the request's binding:
+/// a JSON-RPC error object when the request was JSON-RPC (known from classification, or — at a
+/// sidecar, which does not classify bodies — from a bounded peek at a JSON body), a gRPC
+/// status for gRPC, else `google.rpc.Status` JSON.
+async fn deny(ex: &mut Exchange, verdict: &Verdict, how: &Authz) -> Response<ProxyBody> {
+    let grpc = is_grpc(&ex.parts.headers);
     let id = match ex.call.jsonrpc_id.take() {
         Some(id) => Some(id),
-        None if peek => peek_jsonrpc_id(ex).await,
+        None if matches!(how, Authz::Sidecar { .. }) && !grpc => peek_jsonrpc_id(ex).await,
         None => None,
     };
-    match id {
-        Some(id) => jsonrpc_error(StatusCode::FORBIDDEN, id, verdict.rule, verdict.reason),
-        None => json_error(StatusCode::FORBIDDEN, verdict.rule, verdict.reason),
-    }
+    let caller = ex.caller.to_string();
+    let target = match (&ex.target, how) {
+        (Some(target), _) => target.key(),
+        (
+            None,
+            Authz::Sidecar {
+                agent: Some((ns, name)),
+                ..
+            },
+        ) => format!("{ns}/{name}"),
+        _ => "this agent".to_owned(),
+    };
+    let denial = Denial {
+        refusal: Refusal::PermissionDenied,
+        rule: verdict.rule,
+        reason: verdict.reason,
+        caller: &caller,
+        target: &target,
+        method: ex.call.method.as_deref().unwrap_or("call"),
+    };
+    denial_response(&denial, id.as_ref(), grpc)
 }
 
 async fn peek_jsonrpc_id(ex: &mut Exchange) -> Option<serde_json::Value> {

@@ -1,6 +1,7 @@
 //! Agent cards at the gateway: the card is served by the gateway itself with every URL
-//! pointing at the gateway — the static card from the snapshot, or the one the agent serves,
-//! fetched over mTLS and revalidated by ETag.
+//! pointing at the gateway as the client reached it (each interface keeping its own path) —
+//! the static card from the snapshot, or the one the agent serves, fetched over mTLS and
+//! revalidated by ETag.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,17 +22,40 @@ struct CachedCard {
 
 /// The gateway's card service: where clients reach the gateway, and fetched cards by agent.
 pub struct Cards {
-    base_url: String,
+    public_url: Option<String>,
+    listen: String,
     cache: Mutex<HashMap<String, CachedCard>>,
 }
 
 impl Cards {
-    /// Cards whose URLs start with `base_url` (the gateway's public URL).
-    pub fn new(base_url: String) -> Self {
+    /// Cards whose URLs start with `public_url` when it is set (`--public-url`), else with the
+    /// scheme and authority each client used (https over TLS; `listen` when it named none).
+    pub fn new(public_url: Option<String>, listen: String) -> Self {
         Self {
-            base_url,
+            public_url,
+            listen,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `scheme://authority` of the gateway for this request's client: `--public-url`, else
+    /// as the client reached it.
+    fn base_url(&self, ex: &Exchange) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => self.client_base(ex),
+        }
+    }
+
+    /// `scheme://authority` as this request's client reached the gateway.
+    fn client_base(&self, ex: &Exchange) -> String {
+        let authority = ex.parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+            ex.parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        warden_a2a::card::client_base(ex.peer.tls, authority, &self.listen)
     }
 
     /// The routed agent's card, rewritten to gateway URLs.
@@ -48,7 +72,14 @@ impl Cards {
             return json_error(StatusCode::NOT_FOUND, "unknown_target", "no such agent");
         };
         let key = target.key();
-        let base = format!("{}/api/a2a/{key}/", self.base_url.trim_end_matches('/'));
+        let base = if target.by_host {
+            // The agent's own host: its root is the agent, whatever --public-url says.
+            let mut base = self.client_base(ex);
+            base.push('/');
+            base
+        } else {
+            format!("{}/api/a2a/{key}/", self.base_url(ex))
+        };
         let mut card = match &agent.card {
             Some(card) => card.clone(),
             None => {

@@ -1,14 +1,17 @@
 //! Classification: which A2A call a request is, so that policy can decide on the method.
 //!
 //! At the gateway: the agent card (`GET …/.well-known/agent-card.json`), a JSON-RPC call
-//! (`POST` to the agent's root; the body is read, within the body limit, for its method, id,
-//! task and context), an HTTP+JSON route (`POST …/message:send`, …), or else the HTTP route
-//! itself. A sidecar only tells the card fetch from any other call (the gateway parsed the
+//! (`POST` to the agent's root, or a JSON `POST` under a path such as `/a2a/jsonrpc`; the body
+//! is read, within the body limit, for its method, id, task and context), an HTTP+JSON route
+//! under any prefix (`POST …/a2a/rest/message:send`, …), a gRPC method
+//! (`/lf.a2a.v1.A2AService/SendMessage`), or else the HTTP route itself
+//! (`warden_a2a::classify`). A sidecar only tells the card fetch from any other call (the gateway parsed the
 //! A2A body already); the egress port does not classify.
 
 use std::borrow::Cow;
 
 use http::{Method, Response, StatusCode};
+use warden_a2a::classify::{Classified, classify};
 use warden_model::policy::{CARD_METHOD, decide};
 
 use super::body::{self, BodyError, BodyRules};
@@ -75,23 +78,40 @@ async fn gateway(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
         ex.call.method = Some(Cow::Borrowed(CARD_METHOD));
         return Ok(());
     }
-    if method == Method::POST && rest.is_empty() {
-        // A caller the target admits for no method is refused without reading a large body.
-        let small = ex.parts.headers.contains_key(http::header::CONTENT_LENGTH)
-            && ex.bytes_in <= SMALL_BODY;
-        if !small && !admitted_for_calls(ex) {
-            ex.call.method = Some(Cow::Borrowed(UNREAD_JSONRPC));
-            return Ok(());
+    match classify(&[], method.as_str(), rest) {
+        // A POST elsewhere than the root is read only when it says it is JSON (the JSON-RPC
+        // endpoint of an agent may sit under a path; other bodies keep streaming).
+        Classified::JsonRpc if rest.is_empty() || is_json(&ex.parts.headers) => {
+            // A caller the target admits for no method is refused without reading a large body.
+            let small = ex.parts.headers.contains_key(http::header::CONTENT_LENGTH)
+                && ex.bytes_in <= SMALL_BODY;
+            if !small && !admitted_for_calls(ex) {
+                ex.call.method = Some(Cow::Borrowed(UNREAD_JSONRPC));
+                return Ok(());
+            }
+            jsonrpc(ex, rules).await
         }
-        return jsonrpc(ex, rules).await;
+        Classified::Rest { method, task_id } => {
+            ex.call.method = Some(Cow::Borrowed(method));
+            ex.call.task_id = task_id;
+            Ok(())
+        }
+        Classified::Grpc { method } => {
+            ex.call.method = Some(Cow::Borrowed(method));
+            Ok(())
+        }
+        Classified::JsonRpc | Classified::Other => {
+            ex.call.method = Some(Cow::Owned(format!("{method} /{rest}")));
+            Ok(())
+        }
     }
-    let (name, task) = match warden_a2a::rest_method(method.as_str(), rest) {
-        Some((name, task)) => (Cow::Borrowed(name), task),
-        None => (Cow::Owned(format!("{method} /{rest}")), None),
-    };
-    ex.call.method = Some(name);
-    ex.call.task_id = task;
-    Ok(())
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// Bodies this small are read even for a caller who will be refused, to answer in JSON-RPC
@@ -138,7 +158,8 @@ async fn jsonrpc(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
         }
         None => {
             not_a_single_request(ex, &bytes)?;
-            ex.call.method = Some(Cow::Borrowed("POST /"));
+            let rest = ex.target.as_ref().map_or("", |t| t.rest.as_str());
+            ex.call.method = Some(Cow::Owned(format!("POST /{rest}")));
         }
     }
     ex.body = RequestBody::Buffered(bytes);
@@ -218,6 +239,7 @@ mod tests {
             namespace: "b".into(),
             name: "agent".into(),
             rest: rest.into(),
+            by_host: false,
         });
         step.handle(&mut ex).await;
         seen(&slot).call
@@ -234,6 +256,13 @@ mod tests {
         assert_eq!(send.method.as_deref(), Some("SendMessage"));
         let other = gateway_call("DELETE", "v1/other").await;
         assert_eq!(other.method.as_deref(), Some("DELETE /v1/other"));
+        let nested = gateway_call("POST", "a2a/rest/message:send").await;
+        assert_eq!(nested.method.as_deref(), Some("SendMessage"));
+        let grpc = gateway_call("POST", "lf.a2a.v1.A2AService/GetTask").await;
+        assert_eq!(grpc.method.as_deref(), Some("GetTask"));
+        // Not JSON: not read, streams through under its route.
+        let upload = gateway_call("POST", "files/upload").await;
+        assert_eq!(upload.method.as_deref(), Some("POST /files/upload"));
     }
 
     #[tokio::test]

@@ -66,8 +66,11 @@ pub struct Target {
     pub namespace: String,
     /// Its name.
     pub name: String,
-    /// The path after `/api/a2a/{ns}/{name}/`, without the leading `/`.
+    /// The path after `/api/a2a/{ns}/{name}/` (or after `/` when routed by host name),
+    /// without the leading `/`.
     pub rest: String,
+    /// Routed by host name (`{agent}.{namespace}.{domain}`): the agent is at the host's root.
+    pub by_host: bool,
 }
 
 impl Target {

@@ -1,4 +1,6 @@
-//! Routing: which agent a gateway request is for, from `/api/a2a/{namespace}/{agent}/…`, and
+//! Routing: which agent a gateway request is for, from its host name
+//! (`{agent}.{namespace}.a2a.localhost`, the agent at the root, so standard discovery of
+//! `/.well-known/agent-card.json` works) or from `/api/a2a/{namespace}/{agent}/…`, and
 //! whether the current snapshot knows it — decided from the request line alone, before
 //! anything else is looked at. A sidecar serves one agent, so its requests need no route.
 
@@ -41,7 +43,8 @@ impl<S: Handler> Handler for Route<S> {
 }
 
 fn route_gateway(ex: &mut Exchange) -> Result<(), Refusal> {
-    let Some(target) = parse(ex.parts.uri.path()) else {
+    let by_host = request_host(ex).and_then(|host| parse_host(host, ex.parts.uri.path()));
+    let Some(target) = by_host.or_else(|| parse(ex.parts.uri.path())) else {
         ex.refused_by = Some("route");
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -68,6 +71,28 @@ fn route_gateway(ex: &mut Exchange) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The host the client asked for: HTTP/2's `:authority`, else `Host`.
+fn request_host(ex: &Exchange) -> Option<&str> {
+    ex.parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        ex.parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// `{agent}.{namespace}.{domain}` (the domain `a2a.localhost`, RFC 6761's loopback names) →
+/// the target, the whole path being the agent's.
+pub fn parse_host(host: &str, path: &str) -> Option<Target> {
+    let (namespace, name) = warden_a2a::host::route_host(host, warden_a2a::host::DEFAULT_DOMAIN)?;
+    Some(Target {
+        namespace: namespace.to_ascii_lowercase(),
+        name: name.to_ascii_lowercase(),
+        rest: path.trim_start_matches('/').to_owned(),
+        by_host: true,
+    })
+}
+
 /// `/api/a2a/{ns}/{name}/{rest}` → the target.
 pub fn parse(path: &str) -> Option<Target> {
     let rest = path.strip_prefix("/api/a2a/")?;
@@ -78,6 +103,7 @@ pub fn parse(path: &str) -> Option<Target> {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         rest: parts.next().unwrap_or("").to_owned(),
+        by_host: false,
     })
 }
 
@@ -121,6 +147,20 @@ mod tests {
             assert_eq!(response.status(), 404, "{path}");
             assert_eq!(ex.refused_by, Some(rule), "{path}");
         }
+    }
+
+    #[test]
+    fn agent_host_names_route_to_the_agent_at_their_root() {
+        let t = parse_host(
+            "specialist.team-beta.a2a.localhost:8083",
+            "/v1/message:send",
+        )
+        .expect("a route");
+        assert_eq!(
+            (t.key().as_str(), t.rest.as_str(), t.by_host),
+            ("team-beta/specialist", "v1/message:send", true)
+        );
+        assert!(parse_host("127.0.0.1:8083", "/api/a2a/team-beta/specialist/").is_none());
     }
 
     #[tokio::test]
