@@ -6,12 +6,12 @@
 #   - promtool (Debian's `prometheus` package), for the metrics format tests;
 #   - the go-spiffe test client (our crates/cli/tests/sdk/go-spiffe, built against
 #     github.com/spiffe/go-spiffe/v2 as pinned in its go.sum), when Go is installed.
-# Everything lands in ${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps/sdk. Idempotent: a part
+# Everything lands in $WARDEN_TEST_DEPS/sdk (default ${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps/sdk). Idempotent: a part
 # whose pins did not change since it was installed is left alone. One line per tool.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 sdk_src="$repo/crates/cli/tests/sdk"
-dest="${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps/sdk"
+dest="${WARDEN_TEST_DEPS:-${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps}/sdk"
 mkdir -p "$dest"
 
 # The pins of a part, hashed: a part is reinstalled only when this changes.

@@ -40,6 +40,8 @@ system_tools() {
 }
 
 system_tools
+# The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
+"$(dirname "$0")/install-sdk-deps.sh"
 
 # The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
 "$(dirname "$0")/install-sdk-deps.sh"
@@ -142,6 +144,12 @@ go_build_from() {
   local dir="$WORK/${module//\//_}"
   mkdir -p "$dir"
   printf 'module warden.test/build\n\ngo 1.25\n\nrequire %s %s\n' "$module" "$v" >"$dir/go.mod"
+  # The module's own go.sum: its dependencies are verified against the hashes its authors
+  # pinned (the checksum database may not answer for every one of them through the proxy).
+  local src
+  src="$(cd "$dir" && go mod download -json "$module@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  cp "$src/go.sum" "$dir/go.sum"
+  chmod u+w "$dir/go.sum"
   for name in "$@"; do
     timed "$name" bash -c "cd '$dir' && GOFLAGS='$GOFLAGS -mod=mod' go build -ldflags='$LDFLAGS' -o '$BIN/$name' '$module/cmd/$name'"
   done

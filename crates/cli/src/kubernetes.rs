@@ -58,7 +58,7 @@ pub(crate) struct LayoutArgs {
     /// Point the webhook configurations at a webhook outside the cluster (`warden webhook`
     /// on this machine, as tests and developers run it), https://HOST:PORT; needs --tls-dir.
     /// No in-cluster webhook is deployed then.
-    #[arg(long, requires = "tls_dir")]
+    #[arg(long)]
     webhook_url: Option<String>,
     /// Take the webhook's certificate from cert-manager (a self-signed Issuer and a
     /// Certificate; cert-manager injects the caBundle) instead of generating one.

@@ -73,7 +73,7 @@ fn up_config(
     state_dir: &Path,
 ) -> anyhow::Result<warden_local::UpConfig> {
     Ok(warden_local::UpConfig {
-        manifests: path,
+        manifests: std::path::absolute(path)?,
         state_dir: std::path::absolute(state_dir)?,
         ca_dir,
         gateway_listen,

@@ -361,6 +361,17 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
     );
     eprintln!("step: sidecar injected");
 
+    // The process counted what it decided.
+    let metrics = curl(&["--cacert", ca.to_str().unwrap(), &format!("{url}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for series in [
+        r#"warden_admission_reviews_total{webhook="validating",kind="Agent",decision="deny"}"#,
+        r#"warden_admission_reviews_total{webhook="mutating",kind="Pod",decision="patch"}"#,
+        r#"warden_admission_reviews_total{webhook="validating",kind="",decision="malformed"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in:\n{metrics}");
+    }
+
     // 8. The webhook stopped: an Agent apply fails closed, saying why.
     webhook.terminate();
     assert_eq!(webhook.wait_exit(Duration::from_secs(35)), Some(0));
@@ -401,6 +412,25 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
         "name",
     ]);
     assert!(left.trim().is_empty(), "left behind: {left}");
+
+    // 10. The in-cluster layout (webhook Deployment, Service, Secret with a generated
+    //     certificate, caBundle) applies too, and uninstalls. Another namespace: without
+    //     kube-controller-manager a deleted namespace stays Terminating.
+    let layout = ["--namespace", "warden-incluster"];
+    let install = stdout_ok(warden(&[&["install"][..], &layout].concat()), "install");
+    let (ok, out) = kubectl_stdin(&api, &["apply"], &install);
+    assert!(ok, "kubectl apply of the in-cluster install failed:\n{out}");
+    assert!(
+        out.contains("deployment.apps/warden-webhook created"),
+        "{out}"
+    );
+    assert!(out.contains("secret/warden-webhook-tls created"), "{out}");
+    let (ok, out) = kubectl_stdin(
+        &api,
+        &["delete", "--ignore-not-found", "--wait=false"],
+        &stdout_ok(warden(&[&["uninstall"][..], &layout].concat()), "uninstall"),
+    );
+    assert!(ok, "{out}");
 }
 
 /// `warden admission` answers offline what the validating webhook would: the manifests stand
@@ -414,7 +444,10 @@ fn admission_checks_manifests_offline() {
     let out = warden(&["admission", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("ALLOW Agent team-alpha/orchestrator"), "{text}");
+    assert!(
+        text.contains("ALLOW Agent team-alpha/orchestrator"),
+        "{text}"
+    );
 
     let rogue = dir.path().join("rogue.yaml");
     std::fs::write(&rogue, ROGUE).unwrap();
@@ -440,22 +473,45 @@ fn install_flags_and_tls_dir() {
     use std::os::unix::fs::PermissionsExt;
     let help = stdout_ok(warden(&["install", "--help"]), "warden install --help");
     for flag in [
-        "--namespace", "--image", "--trust-domain", "--spiffe-socket", "--spiffe-host-dir",
-        "--webhook-url", "--tls-dir", "--cert-manager", "--gateway-replicas",
+        "--namespace",
+        "--image",
+        "--trust-domain",
+        "--spiffe-socket",
+        "--spiffe-host-dir",
+        "--webhook-url",
+        "--tls-dir",
+        "--cert-manager",
+        "--gateway-replicas",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
-    let args = ["install", "--webhook-url", "https://127.0.0.1:9443", "--tls-dir", tls.to_str().unwrap()];
+    let args = [
+        "install",
+        "--webhook-url",
+        "https://127.0.0.1:9443",
+        "--tls-dir",
+        tls.to_str().unwrap(),
+    ];
     let first = stdout_ok(warden(&args), "install");
     let second = stdout_ok(warden(&args), "install again");
     assert_eq!(first, second, "same caBundle and objects on a second run");
     for key in ["ca.key", "tls.key"] {
-        let mode = std::fs::metadata(tls.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(tls.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
-    let out = warden(&["install", "--webhook-url", "http://127.0.0.1:9443", "--tls-dir", tls.to_str().unwrap()]);
+    let out = warden(&[
+        "install",
+        "--webhook-url",
+        "http://127.0.0.1:9443",
+        "--tls-dir",
+        tls.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("https only"));
 }

@@ -126,6 +126,21 @@ fn alive(pid: u64) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
+fn status_json(state: &Path) -> serde_json::Value {
+    let out = warden(state, &["status", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn process<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no process {name} in {status}"))
+}
+
 fn pids(status: &serde_json::Value) -> Vec<u64> {
     status["processes"]
         .as_array()
@@ -335,6 +350,29 @@ fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on
         row.contains("403") && row.contains("namespace_selector"),
         "{row}"
     );
+
+    // An edit that does not compile is refused: the last good snapshot stays in force, and
+    // status and verify say so at once.
+    let agents = manifests.join("agents.yaml");
+    let good = std::fs::read_to_string(&agents).unwrap();
+    std::fs::write(&agents, good.replace("kind: Agent", "kind: Agnet")).unwrap();
+    let start = Instant::now();
+    let table = loop {
+        let table = text(&warden(&state, &["status"]));
+        if table.contains("was NOT applied") {
+            break table;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.contains("Agnet"), "{table}");
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("FAIL 1.") && out.contains("the last manifest edit was not applied"),
+        "{out}"
+    );
+    std::fs::write(&agents, good).unwrap();
 
     // The logs are there, without colour codes.
     let logs = warden(&state, &["logs", "gateway"]);
@@ -548,6 +586,82 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
     }
     let status = wait_ready(&state, &mut up, 2);
 
+    // A process that does not answer is Unknown, and its agent not Ready.
+    let desk_sidecar = process(&status, "blue/desk sidecar")["pid"]
+        .as_u64()
+        .unwrap();
+    signal(desk_sidecar as u32, "-STOP");
+    let silent = status_json(&state);
+    signal(desk_sidecar as u32, "-CONT");
+    assert_eq!(
+        process(&silent, "blue/desk sidecar")["health"],
+        "Unknown",
+        "{silent}"
+    );
+    assert_eq!(silent["ready"], false);
+    let desk = silent["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "desk")
+        .unwrap();
+    let condition = |kind: &str| {
+        desk["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(condition("MTLSReady"), "Unknown", "{desk}");
+    assert_eq!(condition("Ready"), "False", "{desk}");
+
+    // An app added with a port someone else holds: Failing, restarts, the OS error.
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    std::fs::write(
+        manifests.join("squatter.yaml"),
+        format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: squatter\n  namespace: blue\n\
+             spec:\n  description: Its port is taken.\n  local:\n    command: python3\n\
+             \x20   args: [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\n    port: {port}\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let failing = loop {
+        let status = status_json(&state);
+        let app = status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "blue/squatter app");
+        if app.is_some_and(|app| {
+            app["health"] == "Failing"
+                && app["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Address already in use"))
+        }) {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the squatter never showed as failing: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failing["ready"], false);
+    assert!(process(&failing, "blue/squatter app")["restarts"].as_u64() >= Some(1));
+    let table = text(&warden(&state, &["status"]));
+    assert!(
+        table.contains("blue/squatter app") && table.contains("Failing"),
+        "{table}"
+    );
+    std::fs::remove_file(manifests.join("squatter.yaml")).unwrap();
+    drop(squatter);
+    let status = wait_ready(&state, &mut up, 2);
+
     // SIGKILL of `up` alone: no child survives, the gateway port is free again.
     let children = pids(&status);
     assert_eq!(children.len(), 5, "{status}");
@@ -562,7 +676,15 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(TcpListener::bind(gateway).is_ok(), "{gateway} still taken");
+    let ss = Command::new("ss")
+        .args(["-ltnpa"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        TcpListener::bind(gateway).is_ok(),
+        "{gateway} still taken: {ss}"
+    );
     let out = warden(&state, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -96,6 +96,7 @@ pub(crate) struct Mesh {
     gateway_id: SpiffeId,
     ca: CaStatus,
     cards: Mutex<BTreeMap<String, Result<CardInfo, String>>>,
+    manifests_error: Mutex<Option<String>>,
 }
 
 impl Mesh {
@@ -128,6 +129,7 @@ impl Mesh {
             gateway_admin: free_port()?,
             gateway_health: Health::default(),
             cards: Mutex::new(BTreeMap::new()),
+            manifests_error: Mutex::new(None),
             config,
         })
     }
@@ -347,9 +349,15 @@ impl Mesh {
             Ok(next) => next,
             Err(e) => {
                 eprintln!("manifests not applied, keeping the last good snapshot: {e}");
+                if let Ok(mut error) = self.manifests_error.lock() {
+                    *error = Some(e.to_string());
+                }
                 return;
             }
         };
+        if let Ok(mut error) = self.manifests_error.lock() {
+            *error = None;
+        }
         if let Err(e) = write_snapshot(&self.state(&["snapshot.json"]), &next) {
             tracing::error!(error = %e, "cannot write the snapshot");
             return;
@@ -413,22 +421,25 @@ impl Mesh {
             .iter()
             .map(|(k, run)| (k.clone(), run.place.inbound))
             .collect();
-        for agent in snapshot.agents() {
-            let Some(addr) = inbound.get(&agent.key()) else {
-                continue;
-            };
+        let fetches = snapshot.agents().iter().filter_map(|agent| {
+            let addr = *inbound.get(&agent.key())?;
             let ready = status.processes.iter().any(|p| {
                 p.role == Role::Sidecar
                     && p.agent.as_deref() == Some(agent.key().as_str())
                     && p.health == ProcessHealth::Ready
             });
-            let outcome = match ready {
-                true => fetch_card(agent, *addr, upstreams).await,
-                false => Err("its sidecar is not Ready".to_owned()),
-            };
-            if let Ok(mut cards) = self.cards.lock() {
-                cards.insert(agent.key(), outcome);
-            }
+            Some(async move {
+                let outcome = match ready {
+                    true => fetch_card(agent, addr, upstreams).await,
+                    false => Err("its sidecar is not Ready".to_owned()),
+                };
+                (agent.key(), outcome)
+            })
+        });
+        // Concurrently and bounded: an app that hangs must not stall the status of the rest.
+        let outcomes = futures::future::join_all(fetches).await;
+        if let Ok(mut cards) = self.cards.lock() {
+            cards.extend(outcomes);
         }
     }
 
@@ -487,6 +498,8 @@ impl Mesh {
                 restarts: snapshot_restarts(&self.gateway_health),
             },
             ca: self.ca.clone(),
+            manifests: self.config.manifests.display().to_string(),
+            manifests_error: self.manifests_error.lock().ok().and_then(|e| e.clone()),
             snapshot_version: snapshot.version(),
             ready: false,
         }
@@ -597,6 +610,9 @@ fn process(
     }
 }
 
+/// How long the controller waits for a card.
+const CARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn fetch_card(
     agent: &CompiledAgent,
     inbound: SocketAddr,
@@ -610,15 +626,15 @@ async fn fetch_card(
     let request = http::Request::get(format!("{scheme}://{inbound}/.well-known/agent-card.json"))
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = upstreams.send(request, via).await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
+    let exchange = crate::probe::mesh_request(upstreams, request, via);
+    let (status, body) = tokio::time::timeout(CARD_TIMEOUT, exchange)
         .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    if status.is_success() && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+        .map_err(|_| {
+            format!(
+                "GET /.well-known/agent-card.json over {transport}: no answer within {CARD_TIMEOUT:?}"
+            )
+        })?;
+    if (200..300).contains(&status) && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
         Ok(CardInfo {
             transport_security: transport.into(),
             // Via::Mesh only completes a handshake with a server proving this ID.

@@ -81,3 +81,25 @@ pub async fn listening(addr: SocketAddr) -> bool {
         Ok(Ok(_))
     )
 }
+
+/// Sends `request` through `upstreams` (mTLS or plain, by `via`) and reads the whole answer:
+/// (status, body). The one way `up` and `verify` call the mesh as a workload.
+pub(crate) async fn mesh_request<B>(
+    upstreams: &warden_proxy::forward::Upstreams,
+    request: http::Request<B>,
+    via: warden_proxy::forward::Via<'_>,
+) -> (u16, bytes::Bytes)
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<warden_proxy::http::BoxError>,
+{
+    let response = upstreams.send(request, via).await;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -180,6 +180,12 @@ pub struct MeshStatus {
     pub gateway: GatewayStatus,
     /// CA.
     pub ca: CaStatus,
+    /// The manifests `up` runs (a file or directory).
+    pub manifests: String,
+    /// Why the last edit of the manifests was not applied (the previous snapshot stays in
+    /// force); absent when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_error: Option<String>,
     /// Version of the snapshot the supervisor compiled last (each proxy reports its own).
     pub snapshot_version: u64,
     /// True when every process is Ready on the current snapshot and every card was fetched.
@@ -259,6 +265,12 @@ impl MeshStatus {
             "gateway {} ({})   CA trust domain {}   snapshot v{}\n\n",
             self.gateway.url, self.gateway.spiffe_id, self.ca.trust_domain, self.snapshot_version
         );
+        if let Some(error) = &self.manifests_error {
+            out.push_str(&format!(
+                "the last edit of {} was NOT applied (snapshot v{} stays in force):\n{error}\n\n",
+                self.manifests, self.snapshot_version
+            ));
+        }
         out.push_str(&format!(
             "{:<26} {:<11} {:<9} {:<9} {:<9} {:<7} {:<22} {}\n",
             "AGENT", "MODE", "ACCEPTED", "MTLS", "CARD", "READY", "SIDECAR", "SPIFFE ID"
@@ -330,6 +342,17 @@ impl ProcessStatus {
     }
 
     fn judge(&mut self, answer: Result<Option<crate::probe::AdminReport>, String>) {
+        // The supervisor knows best that a process is down: whatever answers on its port
+        // then is someone else.
+        if self.waiting_restart || self.pid.is_none() {
+            self.snapshot_version = None;
+            self.health = ProcessHealth::Failing;
+            self.detail = Some(match &self.last_error {
+                Some(e) => format!("not running; it {e}"),
+                None => "not running".into(),
+            });
+            return;
+        }
         (self.health, self.detail) = match answer {
             Ok(None) => (ProcessHealth::Ready, None),
             Ok(Some(report)) => {
@@ -342,10 +365,6 @@ impl ProcessStatus {
                         Some("it has no SVID yet (see its log)".into()),
                     )
                 }
-            }
-            Err(why) if self.waiting_restart || self.pid.is_none() => {
-                self.snapshot_version = None;
-                (ProcessHealth::Failing, Some(why))
             }
             Err(why) => {
                 self.snapshot_version = None;

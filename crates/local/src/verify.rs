@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 use warden_identity::ca::CertificateAuthority;
 use warden_identity::{IdentityCell, SpiffeId, X509Identity};
@@ -96,14 +96,7 @@ impl Client {
         let Ok(request) = builder.body(Full::new(bytes)) else {
             return (0, "cannot build the request".into());
         };
-        let response = self.upstreams.send(request, via).await;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = crate::probe::mesh_request(&self.upstreams, request, via).await;
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 }
@@ -157,29 +150,70 @@ impl Run {
     }
 }
 
-/// Waits (up to [`SYNC_LIMIT`]) until every proxy reports `version` and every process is
-/// Ready; the row says who is behind when it gives up.
-async fn wait_synced(state_dir: &Path, version: u64) -> Result<(MeshStatus, Check), String> {
+fn read_snapshot(state_dir: &Path) -> Result<MeshSnapshot, String> {
+    let path = state_dir.join("snapshot.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The newest modification time of the manifest files at `path`.
+fn newest_manifest(path: &Path) -> Option<std::time::SystemTime> {
+    let files: Vec<std::path::PathBuf> = match path.is_dir() {
+        true => std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect(),
+        false => vec![path.to_owned()],
+    };
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Why the snapshot in force is not yet the manifests' latest word, if it is not: an edit
+/// `up` has not compiled yet, or one it refused.
+fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
+    if let Some(error) = &status.manifests_error {
+        return Some(format!("the last manifest edit was not applied: {error}"));
+    }
+    let snapshot = std::fs::metadata(state_dir.join("snapshot.json"))
+        .and_then(|m| m.modified())
+        .ok()?;
+    let newest = newest_manifest(Path::new(&status.manifests))?;
+    (newest > snapshot).then(|| format!("{} changed after the snapshot in force", status.manifests))
+}
+
+/// Waits (up to [`SYNC_LIMIT`]) until the snapshot reflects the manifests, every proxy
+/// reports its version and every process is Ready; the row says what is behind when it gives
+/// up.
+async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Check), String> {
     let start = Instant::now();
     loop {
+        let snapshot = read_snapshot(state_dir)?;
+        let version = snapshot.version();
         let mut status = MeshStatus::load(state_dir).map_err(|e| e.to_string())?;
         status.snapshot_version = version;
         status.refresh().await;
-        let behind: Vec<String> = status
-            .processes
-            .iter()
-            .filter(|p| !p.synced(version) || p.health != ProcessHealth::Ready)
-            .map(|p| {
-                format!(
-                    "{}: {:?}, snapshot {}",
-                    p.name,
-                    p.health,
-                    p.snapshot_version
-                        .map_or("none".to_owned(), |v| format!("v{v}"))
-                )
-            })
-            .collect();
-        if behind.is_empty() || start.elapsed() > SYNC_LIMIT {
+        let mut behind: Vec<String> = pending_edit(state_dir, &status).into_iter().collect();
+        behind.extend(
+            status
+                .processes
+                .iter()
+                .filter(|p| !p.synced(version) || p.health != ProcessHealth::Ready)
+                .map(|p| {
+                    format!(
+                        "{}: {:?}, snapshot {}",
+                        p.name,
+                        p.health,
+                        p.snapshot_version
+                            .map_or("none".to_owned(), |v| format!("v{v}"))
+                    )
+                }),
+        );
+        // A refused edit will not fix itself: no point in waiting.
+        let refused = status.manifests_error.is_some();
+        if behind.is_empty() || refused || start.elapsed() > SYNC_LIMIT {
             let check = Check {
                 name: format!("every process is Ready and every proxy runs snapshot v{version}"),
                 pass: behind.is_empty(),
@@ -190,10 +224,14 @@ async fn wait_synced(state_dir: &Path, version: u64) -> Result<(MeshStatus, Chec
                         start.elapsed().as_millis()
                     )
                 } else {
-                    format!("after {SYNC_LIMIT:?}: {}", behind.join("; "))
+                    format!(
+                        "after {} ms: {}",
+                        start.elapsed().as_millis(),
+                        behind.join("; ")
+                    )
                 },
             };
-            return Ok((status, check));
+            return Ok((status, snapshot, check));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -201,13 +239,7 @@ async fn wait_synced(state_dir: &Path, version: u64) -> Result<(MeshStatus, Chec
 
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
-    let snapshot_path = state_dir.join("snapshot.json");
-    let snapshot: MeshSnapshot = serde_json::from_str(
-        &std::fs::read_to_string(&snapshot_path)
-            .map_err(|e| format!("{}: {e}", snapshot_path.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", snapshot_path.display()))?;
-    let (status, synced) = wait_synced(state_dir, snapshot.version()).await?;
+    let (status, snapshot, synced) = wait_synced(state_dir).await?;
     let ca = CertificateAuthority::load(Path::new(&status.ca.dir)).map_err(|e| e.to_string())?;
     let audit_path = std::path::PathBuf::from(&status.gateway.audit_log);
     let audit_start = std::fs::metadata(&audit_path).map_or(0, |m| m.len());

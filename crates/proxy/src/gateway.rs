@@ -26,6 +26,7 @@ use crate::config::{DynamicConfig, IdentityConfig, Limits};
 use crate::error::SidecarError;
 use crate::forward::Upstreams;
 use crate::metrics::Metrics;
+use crate::pipeline::body::BodyRules;
 use crate::pipeline::card::Cards;
 use crate::pipeline::forward::{Destination, Forward};
 use crate::pipeline::{
@@ -40,12 +41,14 @@ pub enum AuditTarget {
     None,
     /// Standard output (`--audit-log -`).
     Stdout,
-    /// A file, rotated past `max_bytes` to `<file>.1`.
+    /// A file, rotated past `max_bytes` to `<file>.1`, `<file>.2` …
     File {
         /// The file.
         path: PathBuf,
         /// Rotation threshold.
         max_bytes: u64,
+        /// Rotated files kept.
+        max_files: u32,
     },
 }
 
@@ -98,7 +101,11 @@ pub async fn run_gateway(
     let sink = match &config.audit {
         AuditTarget::None => Sink::Discard,
         AuditTarget::Stdout => Sink::Stdout,
-        AuditTarget::File { path, max_bytes } => Sink::file(path.clone(), *max_bytes)
+        AuditTarget::File {
+            path,
+            max_bytes,
+            max_files,
+        } => Sink::file(path.clone(), *max_bytes, *max_files)
             .map_err(|e| SidecarError::Config(format!("audit log {}: {e}", path.display())))?,
     };
     let listener = bind(config.listen, "gateway").await?;
@@ -106,8 +113,10 @@ pub async fn run_gateway(
     tracing::info!(listen = %config.listen, mode = %config.mode, agents, "gateway listening");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     {
-        let (config, policy) = (config.clone(), policy.clone());
-        watch_file(config.snapshot.clone(), move || reload(&config, &policy));
+        let (config, policy, metrics) = (config.clone(), policy.clone(), metrics.clone());
+        watch_file(config.snapshot.clone(), move || {
+            reload(&config, &policy, &metrics);
+        });
     }
     let base_url = config
         .public_url
@@ -118,12 +127,17 @@ pub async fn run_gateway(
             sink,
             metrics: metrics.clone(),
         })),
-        admit: admit::Admission::default(),
+        admit: admit::Admission {
+            underscore_headers: config.limits.underscore_headers,
+            recheck_mode: false,
+        },
         route: route::Routing::Gateway,
         authenticate: authenticate::Authn::Gateway,
-        classify: classify::Classifier::Gateway {
-            max_body_bytes: usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX),
-        },
+        classify: classify::Classifier::Gateway(BodyRules::new(
+            config.limits.max_body_bytes,
+            config.limits.body_read_timeout,
+            config.limits.max_buffered_bytes,
+        )),
         authorize: authorize::Authz::Gateway,
         delegate: delegate::Delegation::Gateway,
         forward: Forward::new(
@@ -149,9 +163,10 @@ pub async fn run_gateway(
     Ok(())
 }
 
-fn reload(config: &GatewayConfig, policy: &ArcSwap<Policy>) {
+fn reload(config: &GatewayConfig, policy: &ArcSwap<Policy>, metrics: &Metrics) {
     match load_policy(config) {
         Ok(next) => {
+            metrics.reloads.inc();
             let version = next.snapshot.as_ref().map_or(0, |s| s.version());
             tracing::info!(version, "snapshot loaded; applies to the next request");
             policy.store(Arc::new(next));

@@ -8,6 +8,7 @@
 //!
 //! - [`server`]: listeners, the connection limit, the mode sniff, the TLS handshake, HTTP
 //!   serving, drain, the file watcher;
+//! - [`conn`]: open connections' activity, for the idle timeouts and shedding;
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod gateway;

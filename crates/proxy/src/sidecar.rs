@@ -143,7 +143,10 @@ impl Sidecar {
             .map(|s| (s.namespace.clone(), s.name.clone()));
         Steps {
             record: audit::Recorder::Inbound(self.metrics.clone()),
-            admit: admit::Admission::default(),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: true,
+            },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Sidecar,
             classify: classify::Classifier::Agent,
@@ -163,7 +166,10 @@ impl Sidecar {
     fn egress_steps(&self) -> Steps {
         Steps {
             record: audit::Recorder::Egress(self.metrics.clone()),
-            admit: admit::Admission::default(),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: false,
+            },
             route: route::Routing::Fixed,
             authenticate: authenticate::Authn::Local,
             classify: classify::Classifier::None,
@@ -274,6 +280,7 @@ impl Sidecar {
         if current.settings != next {
             tracing::info!(source, from = %current.settings.mode, to = %next.mode, "settings changed; they apply to new connections");
         }
+        self.metrics.reloads.inc();
         self.policy.store(Arc::new(Policy {
             snapshot,
             settings: next,

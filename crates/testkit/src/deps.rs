@@ -39,16 +39,25 @@ pub fn tools(tier: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     if missing.is_empty() {
         return Some(paths);
     }
-    let message = format!(
-        "SKIPPED tier '{tier}': missing {} in {} (run scripts/install-test-deps.sh; it needs Go)",
-        missing.join(", "),
-        dir.display()
+    skip(
+        tier,
+        &format!(
+            "missing {} in {} (run scripts/install-test-deps.sh; it needs Go)",
+            missing.join(", "),
+            dir.display()
+        ),
     );
+    None
+}
+
+/// Reports that `tier` cannot run and why: one line on stderr, or a panic with
+/// `WARDEN_TEST_PEERS=require`.
+pub fn skip(tier: &str, why: &str) {
+    let message = format!("SKIPPED tier '{tier}': {why}");
     if std::env::var("WARDEN_TEST_PEERS").as_deref() == Ok("require") {
         panic!("{message}, and WARDEN_TEST_PEERS=require");
     }
     eprintln!("{message}");
-    None
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -3,19 +3,16 @@
 //! clone, and our own test programs for them in `crates/cli/tests/sdk/`.
 //!
 //! A test asks for a tool and gets `None` when it is missing, after a loud line on stderr that
-//! names the tool and the script that installs it. Under CI (`CI` set) a missing tool is a
-//! failure instead: there the script has run, so a missing tool is a broken install, and a
-//! skipped interop test must not pass for a green one.
+//! names the tool and the script that installs it — or a failure with
+//! `WARDEN_TEST_PEERS=require`, as for the other real peers ([`crate::deps`]).
 
 use std::path::{Path, PathBuf};
 
+/// `sdk/` beside the peers' `bin/` ([`crate::deps::bin_dir`]): `$WARDEN_TEST_DEPS/sdk`, else
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps/sdk`.
 pub fn install_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    cache.join("warden/test-deps/sdk")
+    let bin = crate::deps::bin_dir();
+    bin.parent().unwrap_or(&bin).join("sdk")
 }
 
 /// Our test programs for the SDKs (`crates/cli/tests/sdk`).
@@ -23,14 +20,15 @@ pub fn sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/sdk")
 }
 
-/// Reports a missing tool: a panic under CI, else a loud skip notice; always `None`.
+/// Reports a missing tool: a loud skip notice (a panic with `WARDEN_TEST_PEERS=require`);
+/// always `None`.
 fn missing<T>(tool: &str, test: &str) -> Option<T> {
     let why = format!(
         "{tool} is not installed (scripts/install-sdk-deps.sh installs it into {})",
         install_dir().display()
     );
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {why}");
+    if std::env::var("WARDEN_TEST_PEERS").as_deref() == Ok("require") {
+        panic!("{test}: {why}, and WARDEN_TEST_PEERS=require");
     }
     eprintln!("SKIPPED {test}: {why}");
     None

@@ -164,7 +164,7 @@ mod tests {
     fn gateway_log(dir: &std::path::Path) -> (Arc<AuditLog>, std::path::PathBuf) {
         let path = dir.join("audit.log");
         let audit = Arc::new(AuditLog {
-            sink: Sink::file(path.clone(), u64::MAX).expect("audit file"),
+            sink: Sink::file(path.clone(), u64::MAX, 1).expect("audit file"),
             metrics: Arc::new(Metrics::default()),
         });
         (audit, path)

@@ -3,12 +3,12 @@
 //! anonymous); at a sidecar, the caller a trusted gateway forwarded; else anonymous.
 //! Self-asserted headers never authenticate.
 
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use warden_model::policy::Caller;
 
 use super::{Exchange, Handler, Refusal};
 use crate::authn::authenticate_bearer;
-use crate::authz::resolve_caller;
+use crate::authz::{caller_header_value, resolve_caller};
 use crate::http::{ProxyBody, json_error};
 
 /// How a listener authenticates its callers.
@@ -61,41 +61,89 @@ impl<S: Handler> Handler for Authenticate<S> {
 }
 
 fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
+    let credential = match credential(&ex.parts.headers) {
+        Ok(credential) => credential,
+        Err((status, message)) => return Err(Box::new(refuse(ex, status, message))),
+    };
+    // Credentials are for the gateway: the agent never sees them.
+    let token = match credential {
+        Credential::Bearer(token) => Some(token.to_owned()),
+        Credential::None | Credential::Other => None,
+    };
+    ex.parts.headers.remove(http::header::AUTHORIZATION);
     if let Some(id) = &ex.peer.id {
         ex.caller = Caller::Spiffe(id.clone());
         ex.authn = "mtls";
         return Ok(());
     }
-    let Some(token) = bearer(&ex.parts.headers) else {
+    let Some(token) = token else {
         return Ok(());
     };
-    match authenticate_bearer(token, &ex.policy.jwt) {
+    match authenticate_bearer(&token, &ex.policy.jwt) {
+        // A caller the sidecar cannot be told about is not admitted as someone else.
+        Ok((caller, _)) if HeaderValue::from_str(&caller_header_value(&caller)).is_err() => {
+            Err(Box::new(refuse(
+                ex,
+                StatusCode::UNAUTHORIZED,
+                "the token's subject has characters that cannot be forwarded (control or non-ASCII)",
+            )))
+        }
         Ok((caller, authn)) => {
             ex.caller = caller;
             ex.authn = authn;
-            // The token was for the gateway.
-            ex.parts.headers.remove(http::header::AUTHORIZATION);
             Ok(())
         }
-        Err(rejected) => {
-            ex.authn = "invalid";
-            ex.refused_by = Some("authentication");
-            Err(Box::new(json_error(
-                StatusCode::UNAUTHORIZED,
-                "authentication",
-                &rejected.0,
-            )))
-        }
+        Err(rejected) => Err(Box::new(refuse(ex, StatusCode::UNAUTHORIZED, &rejected.0))),
     }
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+fn refuse(ex: &mut Exchange, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    ex.authn = "invalid";
+    ex.refused_by = Some("authentication");
+    json_error(status, "authentication", message)
+}
+
+/// What a request's `Authorization` header carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credential<'a> {
+    /// No header.
+    None,
+    /// `Bearer <token>` (the scheme in any case, RFC 9110 §11.1).
+    Bearer(&'a str),
+    /// A scheme the gateway does not authenticate with.
+    Other,
+}
+
+/// Reads the one `Authorization` header; two of them, or a malformed bearer one, are refused.
+fn credential(headers: &http::HeaderMap) -> Result<Credential<'_>, (StatusCode, &'static str)> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Credential::None);
+    };
+    if values.next().is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "more than one Authorization header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the Authorization header is not visible ASCII",
+        )
+    })?;
+    let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credential::Other);
+    }
+    let token = rest.trim_matches([' ', '\t']);
+    if token.is_empty() || token.contains([' ', '\t']) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "malformed Authorization header: expected Bearer <token>",
+        ));
+    }
+    Ok(Credential::Bearer(token))
 }
 
 #[cfg(test)]
@@ -133,6 +181,45 @@ mod tests {
             ("invalid", Some("authentication"))
         );
         assert!(slot.lock().expect("lock").is_none());
+    }
+
+    #[test]
+    fn bearer_schemes_are_case_insensitive_and_bad_headers_are_named() {
+        let parse = |values: &[&str]| {
+            let mut map = http::HeaderMap::new();
+            for v in values {
+                map.append(
+                    http::header::AUTHORIZATION,
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            credential(&map)
+                .map(|c| format!("{c:?}"))
+                .map_err(|(s, _)| s.as_u16())
+        };
+        assert_eq!(parse(&[]), Ok("None".into()));
+        for ok in ["Bearer t0k", "bearer t0k", "BEARER\tt0k", "Bearer  t0k "] {
+            assert_eq!(parse(&[ok]), Ok("Bearer(\"t0k\")".into()), "{ok:?}");
+        }
+        assert_eq!(parse(&["Basic dXNlcg=="]), Ok("Other".into()));
+        assert_eq!(parse(&["Bearer a", "Bearer b"]), Err(400));
+        for bad in ["Bearer", "Bearer ", "bearer a b"] {
+            assert_eq!(parse(&[bad]), Err(401), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gateway_never_forwards_the_authorization_header() {
+        let (last, slot) = Answer::ok();
+        let step = Authenticate::new(Authn::Gateway, last);
+        let mut ex = from_peer(
+            with_headers("GET", "/", &[("authorization", "Basic dXNlcg==")], policy()),
+            ORCH,
+        );
+        step.handle(&mut ex).await;
+        let seen = seen(&slot);
+        assert_eq!(seen.authn, "mtls");
+        assert!(!seen.headers.contains_key(http::header::AUTHORIZATION));
     }
 
     #[tokio::test]

@@ -5,11 +5,14 @@
 
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use warden_model::policy::decide;
+use warden_model::policy::{CARD_METHOD, decide};
 
 use super::{Exchange, Handler, RequestBody};
 use crate::authz::{Verdict, authorize_by_flags};
 use crate::http::{ProxyBody, json_error, jsonrpc_error, jsonrpc_id};
+
+/// What a JSON-RPC `GetAgentCard` is decided as: any call, not the card grant.
+const JSONRPC_CARD: &str = "GetAgentCard (JSON-RPC)";
 
 /// How much of a denied request's body a sidecar reads to find a JSON-RPC id.
 const DENY_BODY_PEEK: usize = 64 * 1024;
@@ -45,6 +48,13 @@ impl<S> Authorize<S> {
 
     fn verdict(&self, ex: &Exchange) -> Verdict {
         let method = ex.call.method.as_deref().unwrap_or_default();
+        // The card grant is exactly `GET` of the card path (`call.card`), never a JSON-RPC
+        // `GetAgentCard` body.
+        let method = if method == CARD_METHOD && !ex.call.card {
+            JSONRPC_CARD
+        } else {
+            method
+        };
         let snapshot = ex.policy.snapshot.as_deref();
         match (&self.how, snapshot) {
             (Authz::Gateway, Some(snapshot)) => match &ex.target {

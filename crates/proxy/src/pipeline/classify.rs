@@ -9,24 +9,21 @@
 use std::borrow::Cow;
 
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use warden_model::policy::CARD_METHOD;
+use warden_model::policy::{CARD_METHOD, decide};
 
+use super::body::{self, BodyError, BodyRules};
 use super::{Exchange, Handler, Refusal, RequestBody};
-use crate::http::{ProxyBody, json_error};
+use crate::http::{ProxyBody, json_error, jsonrpc_error};
 
 /// The pseudo-method a sidecar decides calls by (it does not parse A2A bodies; the gateway
 /// does).
 pub const CALL_METHOD: &str = "call";
 
 /// How a listener classifies requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Classifier {
-    /// The gateway: A2A methods, reading JSON-RPC bodies up to `max_body_bytes`.
-    Gateway {
-        /// The most a JSON-RPC body may hold.
-        max_body_bytes: usize,
-    },
+    /// The gateway: A2A methods, reading JSON-RPC bodies within these bounds.
+    Gateway(BodyRules),
     /// A sidecar's mesh port: the card, or a call.
     Agent,
     /// The egress port: nothing to classify.
@@ -48,9 +45,9 @@ impl<S> Classify<S> {
 
 impl<S: Handler> Handler for Classify<S> {
     async fn handle(&self, ex: &mut Exchange) -> Response<ProxyBody> {
-        match self.how {
-            Classifier::Gateway { max_body_bytes } => {
-                if let Err(refusal) = gateway(ex, max_body_bytes).await {
+        match &self.how {
+            Classifier::Gateway(rules) => {
+                if let Err(refusal) = gateway(ex, rules).await {
                     return *refusal;
                 }
             }
@@ -65,7 +62,7 @@ impl<S: Handler> Handler for Classify<S> {
     }
 }
 
-async fn gateway(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal> {
+async fn gateway(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
     let rest = ex.target.as_ref().map_or("", |t| t.rest.as_str());
     let method = &ex.parts.method;
     if method == Method::GET
@@ -79,7 +76,14 @@ async fn gateway(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal
         return Ok(());
     }
     if method == Method::POST && rest.is_empty() {
-        return jsonrpc(ex, max_body_bytes).await;
+        // A caller the target admits for no method is refused without reading a large body.
+        let small = ex.parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            && ex.bytes_in <= SMALL_BODY;
+        if !small && !admitted_for_calls(ex) {
+            ex.call.method = Some(Cow::Borrowed(UNREAD_JSONRPC));
+            return Ok(());
+        }
+        return jsonrpc(ex, rules).await;
     }
     let (name, task) = match warden_a2a::rest_method(method.as_str(), rest) {
         Some((name, task)) => (Cow::Borrowed(name), task),
@@ -90,8 +94,27 @@ async fn gateway(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal
     Ok(())
 }
 
-/// Reads a JSON-RPC body (within the limit) for its method, id, task and context.
-async fn jsonrpc(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal> {
+/// Bodies this small are read even for a caller who will be refused, to answer in JSON-RPC
+/// with the request's id.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// The method a JSON-RPC request is decided by when its body was not read (a refusal).
+const UNREAD_JSONRPC: &str = "POST /";
+
+/// Whether the target admits the caller for some call other than the card fetch (methods
+/// only matter for the card grant, so any other method answers for all of them).
+fn admitted_for_calls(ex: &Exchange) -> bool {
+    match (&ex.policy.snapshot, &ex.target) {
+        (Some(snapshot), Some(t)) => {
+            decide(snapshot, &ex.caller, &t.namespace, &t.name, UNREAD_JSONRPC).allowed
+        }
+        _ => false,
+    }
+}
+
+/// Reads a JSON-RPC body (within the bounds) for its method, id, task and context. Batches
+/// are refused (400): one request, one decision, one audit line.
+async fn jsonrpc(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
     let RequestBody::Streaming(incoming) = std::mem::replace(&mut ex.body, RequestBody::Taken)
     else {
         return Err(Box::new(json_error(
@@ -100,17 +123,11 @@ async fn jsonrpc(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal
             "no body",
         )));
     };
-    let bytes = match Limited::new(incoming, max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            ex.refused_by = Some("max_body_bytes");
-            return Err(Box::new(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "max_body_bytes",
-                "the request body is larger than the configured limit",
-            )));
-        }
-    };
+    let read = body::read(incoming, rules)
+        .await
+        .map_err(|e| Box::new(unreadable(ex, e)))?;
+    let bytes = read.bytes;
+    ex.buffered = read.permit;
     ex.bytes_in = bytes.len() as u64;
     match warden_a2a::jsonrpc_call(&bytes) {
         Some(call) => {
@@ -119,15 +136,68 @@ async fn jsonrpc(ex: &mut Exchange, max_body_bytes: usize) -> Result<(), Refusal
             ex.call.task_id = call.task_id;
             ex.call.context_id = call.context_id;
         }
-        None => ex.call.method = Some(Cow::Borrowed("POST /")),
+        None => {
+            not_a_single_request(ex, &bytes)?;
+            ex.call.method = Some(Cow::Borrowed("POST /"));
+        }
     }
     ex.body = RequestBody::Buffered(bytes);
     Ok(())
 }
 
+fn unreadable(ex: &mut Exchange, error: BodyError) -> Response<ProxyBody> {
+    let (status, rule) = match error {
+        BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "max_body_bytes"),
+        BodyError::Timeout => (StatusCode::REQUEST_TIMEOUT, "body_read_timeout"),
+        BodyError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "max_buffered_bytes"),
+        BodyError::Malformed => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    ex.refused_by = Some(rule);
+    let mut response = json_error(status, rule, &error.to_string());
+    if error == BodyError::Busy {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    response
+}
+
+/// A body that is JSON-RPC-shaped but not one 2.0 request — a batch, or another `jsonrpc`
+/// version — is refused with a JSON-RPC error (400); anything else is not JSON-RPC at all.
+fn not_a_single_request(ex: &mut Exchange, bytes: &[u8]) -> Result<(), Refusal> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    let (id, rule, message) = match &value {
+        serde_json::Value::Array(_) => (
+            serde_json::Value::Null,
+            "jsonrpc_batch",
+            "JSON-RPC batches are not accepted: send one request at a time",
+        ),
+        serde_json::Value::Object(o) if o.contains_key("jsonrpc") => (
+            o.get("id").cloned().unwrap_or(serde_json::Value::Null),
+            "jsonrpc_version",
+            "only JSON-RPC \"2.0\" requests are accepted",
+        ),
+        _ => return Ok(()),
+    };
+    ex.refused_by = Some(rule);
+    Err(Box::new(jsonrpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        rule,
+        message,
+    )))
+}
+
 /// Whether a sidecar request asks for the agent card.
+/// Exactly the agent's card paths: the card grant is nothing else.
 fn is_card_path(path: &str) -> bool {
-    path.ends_with("/.well-known/agent-card.json") || path.ends_with("/.well-known/agent.json")
+    matches!(
+        path,
+        "/.well-known/agent-card.json" | "/.well-known/agent.json"
+    )
 }
 
 #[cfg(test)]
@@ -136,14 +206,13 @@ mod tests {
     use crate::pipeline::Target;
     use crate::pipeline::test_support::{Answer, exchange, policy, seen};
 
+    fn rules() -> BodyRules {
+        BodyRules::new(1024, std::time::Duration::from_secs(1), 4096)
+    }
+
     async fn gateway_call(method: &str, rest: &str) -> crate::pipeline::Call {
         let (last, slot) = Answer::ok();
-        let step = Classify::new(
-            Classifier::Gateway {
-                max_body_bytes: 1024,
-            },
-            last,
-        );
+        let step = Classify::new(Classifier::Gateway(rules()), last);
         let mut ex = exchange(method, &format!("/api/a2a/b/agent/{rest}"), policy());
         ex.target = Some(Target {
             namespace: "b".into(),
@@ -168,17 +237,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_jsonrpc_post_without_a_body_is_400() {
-        let (last, _) = Answer::ok();
-        let step = Classify::new(
-            Classifier::Gateway {
-                max_body_bytes: 1024,
-            },
-            last,
-        );
+    async fn the_body_of_a_caller_admitted_for_nothing_is_not_read() {
+        let (last, slot) = Answer::ok();
+        let step = Classify::new(Classifier::Gateway(rules()), last);
         let mut ex = exchange("POST", "/api/a2a/b/agent/", policy());
         ex.target = crate::pipeline::route::parse("/api/a2a/b/agent/");
-        assert_eq!(step.handle(&mut ex).await.status(), 400);
+        step.handle(&mut ex).await;
+        assert_eq!(seen(&slot).call.method.as_deref(), Some(UNREAD_JSONRPC));
+        assert!(ex.buffered.is_none());
+    }
+
+    #[test]
+    fn batches_and_other_versions_are_refused_and_plain_json_is_not_jsonrpc() {
+        let mut ex = exchange("POST", "/", policy());
+        for (body, rule) in [
+            (
+                r#"[{"jsonrpc":"2.0","id":1,"method":"SendMessage"}]"#,
+                "jsonrpc_batch",
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":1,"method":"SendMessage"}"#,
+                "jsonrpc_version",
+            ),
+        ] {
+            let refused = not_a_single_request(&mut ex, body.as_bytes());
+            assert_eq!(refused.map_err(|r| r.status().as_u16()), Err(400), "{body}");
+            assert_eq!(ex.refused_by, Some(rule));
+        }
+        for body in [r#"{"hello":1}"#, "not json"] {
+            assert!(
+                not_a_single_request(&mut ex, body.as_bytes()).is_ok(),
+                "{body}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -186,6 +277,7 @@ mod tests {
         for (method, path, expected) in [
             ("GET", "/.well-known/agent-card.json", CARD_METHOD),
             ("POST", "/.well-known/agent-card.json", CALL_METHOD),
+            ("GET", "/app/.well-known/agent-card.json", CALL_METHOD),
             ("GET", "/tasks", CALL_METHOD),
         ] {
             let (last, slot) = Answer::ok();

@@ -110,6 +110,8 @@ pub struct Exchange {
     pub body: RequestBody,
     /// Request body bytes (declared, or read).
     pub bytes_in: u64,
+    /// The share of the buffered-bytes budget a read body holds, released with the exchange.
+    pub buffered: Option<tokio::sync::OwnedSemaphorePermit>,
     /// A caller asserted by the previous hop (`x-warden-caller`), set aside by admission for
     /// authentication to trust or ignore.
     pub claimed_caller: Option<http::HeaderValue>,
@@ -166,6 +168,7 @@ impl Exchange {
             parts,
             body,
             bytes_in,
+            buffered: None,
             claimed_caller: None,
             caller: Caller::Anonymous,
             authn: "anonymous",

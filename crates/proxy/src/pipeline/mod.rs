@@ -23,6 +23,7 @@ pub mod admit;
 pub mod audit;
 pub mod authenticate;
 pub mod authorize;
+pub mod body;
 pub mod card;
 pub mod classify;
 pub mod delegate;
