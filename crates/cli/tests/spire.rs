@@ -86,6 +86,31 @@ fn wait_ready(spire: &Spire, name: &str, admin: SocketAddr) {
     });
 }
 
+/// `warden sidecar` as `uid` in front of `app`, with `identity` (its SVID source and any
+/// other flags), ready; (process, inbound, admin).
+fn sidecar_as(
+    spire: &Spire,
+    uid: u32,
+    app: SocketAddr,
+    identity: &[&str],
+) -> (Running, SocketAddr, SocketAddr) {
+    let (inbound, admin) = (free_addr(), free_addr());
+    let (inbound_s, app_s, admin_s) = (inbound.to_string(), app.to_string(), admin.to_string());
+    let mut args = vec![
+        "sidecar",
+        "--inbound",
+        &inbound_s,
+        "--app",
+        &app_s,
+        "--admin",
+        &admin_s,
+    ];
+    args.extend(identity);
+    let process = warden_as(spire, uid, "sidecar", &args);
+    wait_ready(spire, "sidecar", admin);
+    (process, inbound, admin)
+}
+
 /// The serial number of the certificate a TLS server at `addr` presents (as `client`).
 fn served_serial(addr: SocketAddr, client: &Client) -> String {
     let shown = Command::new("sh")
@@ -136,21 +161,13 @@ impl Mesh {
         std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
         let bundle = spire.dir().join("spire-bundle.json");
         std::fs::write(&bundle, spire.bundle_spiffe()).unwrap();
-        let (inbound, sidecar_admin) = (free_addr(), free_addr());
         let endpoint = spire.endpoint();
         let snap = snapshot.to_str().unwrap();
-        let sidecar = warden_as(
+        let (sidecar, inbound, sidecar_admin) = sidecar_as(
             spire,
             UID_SPECIALIST,
-            "sidecar",
+            app.addr,
             &[
-                "sidecar",
-                "--inbound",
-                &inbound.to_string(),
-                "--app",
-                &app.addr.to_string(),
-                "--admin",
-                &sidecar_admin.to_string(),
                 "--workload-api",
                 &endpoint,
                 "--snapshot",
@@ -180,7 +197,6 @@ impl Mesh {
                 bundle.to_str().unwrap(),
             ],
         );
-        wait_ready(spire, "sidecar", sidecar_admin);
         wait_ready(spire, "gateway", gateway_admin);
         Self {
             gateway_addr,
@@ -431,26 +447,12 @@ async fn spiffe_helper_files_feed_svid_dir_across_rotations() {
     });
 
     let app = warden_testkit::app::start().await;
-    let (inbound, admin) = (free_addr(), free_addr());
-    let _sidecar = warden_as(
+    let (_sidecar, inbound, _) = sidecar_as(
         &spire,
         UID_HELPER,
-        "sidecar",
-        &[
-            "sidecar",
-            "--inbound",
-            &inbound.to_string(),
-            "--app",
-            &app.addr.to_string(),
-            "--admin",
-            &admin.to_string(),
-            "--svid-dir",
-            svid_dir.to_str().unwrap(),
-            "--mode",
-            "strict",
-        ],
+        app.addr,
+        &["--svid-dir", svid_dir.to_str().unwrap(), "--mode", "strict"],
     );
-    wait_ready(&spire, "sidecar", admin);
     let orchestrator = Client::fetch(&spire, "orchestrator", UID_ORCHESTRATOR);
     let (status, body) = orchestrator.call(&format!("https://{inbound}/headers"), &[]);
     assert_eq!(status, "200", "{body}");
