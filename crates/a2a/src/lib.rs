@@ -4,46 +4,68 @@
 //! - [`jsonrpc_call`]: the method (1.0 `SendMessage` or 0.3 `message/send`, reported by its
 //!   1.0 name), id, task and context of a JSON-RPC request body;
 //! - [`rest_method`]: the method of an HTTP+JSON binding route (`message:send`, `tasks/{id}`…);
-//! - [`rewrite_card`]: every interface URL of a card (0.3 `url`, `additionalInterfaces`; 1.0
-//!   `supportedInterfaces`) replaced by the gateway's;
+//! - [`card`]: a card's interfaces, and the card with each interface pointed at the gateway
+//!   keeping its own path, binding, version and tenant;
+//! - [`classify`]: the A2A method of a request from its path under the agent's interfaces
+//!   (JSON-RPC, HTTP+JSON route, gRPC path);
+//! - [`denial`]: refusals in each binding's own error shape, naming the rule;
+//! - [`host`]: `{agent}.{namespace}.{domain}` host names for routing by host;
 //! - [`echo`]: the built-in echo agent.
 
+pub mod card;
+pub mod classify;
+pub mod denial;
 pub mod echo;
+pub mod host;
 
 use serde_json::Value;
 
-/// A2A 1.0 method names with their 0.3 JSON-RPC equivalents.
-const METHODS: [(&str, &str); 11] = [
-    ("SendMessage", "message/send"),
-    ("SendStreamingMessage", "message/stream"),
-    ("GetTask", "tasks/get"),
-    ("ListTasks", "tasks/list"),
-    ("CancelTask", "tasks/cancel"),
-    ("SubscribeToTask", "tasks/resubscribe"),
+/// A2A 1.0 method names (as the 1.0 SDKs send them over JSON-RPC and gRPC) with the other
+/// names of the same method: 0.3 JSON-RPC, 0.3 gRPC, and earlier 1.0 drafts.
+const METHODS: [(&str, &[&str]); 11] = [
+    ("SendMessage", &["message/send"]),
+    ("SendStreamingMessage", &["message/stream"]),
+    ("GetTask", &["tasks/get"]),
+    ("ListTasks", &["tasks/list"]),
+    ("CancelTask", &["tasks/cancel"]),
     (
-        "SetTaskPushNotificationConfig",
-        "tasks/pushNotificationConfig/set",
+        "SubscribeToTask",
+        &["tasks/resubscribe", "TaskSubscription"],
+    ),
+    (
+        "CreateTaskPushNotificationConfig",
+        &[
+            "tasks/pushNotificationConfig/set",
+            "SetTaskPushNotificationConfig",
+        ],
     ),
     (
         "GetTaskPushNotificationConfig",
-        "tasks/pushNotificationConfig/get",
+        &["tasks/pushNotificationConfig/get"],
     ),
     (
-        "ListTaskPushNotificationConfig",
-        "tasks/pushNotificationConfig/list",
+        "ListTaskPushNotificationConfigs",
+        &[
+            "tasks/pushNotificationConfig/list",
+            "ListTaskPushNotificationConfig",
+        ],
     ),
     (
         "DeleteTaskPushNotificationConfig",
-        "tasks/pushNotificationConfig/delete",
+        &["tasks/pushNotificationConfig/delete"],
     ),
-    ("GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"),
+    (
+        "GetExtendedAgentCard",
+        // 0.3's gRPC `GetAgentCard` is a call to the agent, not the public card route.
+        &["agent/getAuthenticatedExtendedCard", "GetAgentCard"],
+    ),
 ];
 
-/// The 1.0 name of a method given by its 1.0 or 0.3 name; `None` when it is neither.
+/// The 1.0 name of a method given by any of its names; `None` when it is not an A2A method.
 pub fn canonical_method(name: &str) -> Option<&'static str> {
     METHODS
         .iter()
-        .find(|(v1, v03)| *v1 == name || *v03 == name)
+        .find(|(v1, others)| *v1 == name || others.contains(&name))
         .map(|(v1, _)| *v1)
 }
 
@@ -105,7 +127,7 @@ pub fn rest_method(http_method: &str, path: &str) -> Option<(&'static str, Optio
         ("GET", None) => "GetTask",
         ("POST", Some("cancel")) => "CancelTask",
         ("POST" | "GET", Some("subscribe")) => "SubscribeToTask",
-        ("POST", Some("pushNotificationConfigs")) => "SetTaskPushNotificationConfig",
+        ("POST", Some("pushNotificationConfigs")) => "CreateTaskPushNotificationConfig",
         ("GET", Some("pushNotificationConfigs")) => "GetTaskPushNotificationConfig",
         ("DELETE", Some("pushNotificationConfigs")) => "DeleteTaskPushNotificationConfig",
         _ => return None,
@@ -113,25 +135,16 @@ pub fn rest_method(http_method: &str, path: &str) -> Option<(&'static str, Optio
     Some((method, Some(task.to_owned())))
 }
 
-/// Points every interface URL of `card` at `base` (the gateway URL of the agent). Returns how
-/// many URLs were rewritten.
+/// Points every interface URL of `card` at `base` (the agent's root at the gateway), each
+/// keeping its own path; see [`card::rewrite_card`]. Returns how many URLs were rewritten.
 pub fn rewrite_card(card: &mut Value, base: &str) -> usize {
-    let mut count = 0;
-    if let Some(url) = card.get_mut("url") {
-        *url = Value::String(base.to_owned());
-        count += 1;
-    }
-    for list in ["additionalInterfaces", "supportedInterfaces"] {
-        if let Some(items) = card.get_mut(list).and_then(Value::as_array_mut) {
-            for item in items {
-                if let Some(url) = item.get_mut("url") {
-                    *url = Value::String(base.to_owned());
-                    count += 1;
-                }
-            }
-        }
-    }
-    count
+    card::rewrite_card(
+        card,
+        &card::GatewayUrls {
+            base: base.to_owned(),
+            grpc_authority: None,
+        },
+    )
 }
 
 #[cfg(test)]

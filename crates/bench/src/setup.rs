@@ -464,9 +464,11 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
 /// Average cost of one policy decision with 100,000 agents in 10,000 namespaces.
 pub fn policy_decision_ns() -> f64 {
     use k8s_openapi::api::core::v1::Namespace;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use warden_model::loader::{Manifests, Origin, Sourced};
-    use warden_model::resources::{Agent, AgentSpec, AllowedNamespaces, NamespaceFrom};
+    use warden_model::resources::{
+        Agent, AgentSpec, AllowedNamespaces, LabelSelector, NamespaceFrom,
+    };
     let origin = || Origin {
         file: "bench".into(),
         document: 1,

@@ -34,9 +34,12 @@ pub(crate) struct GatewayArgs {
     /// Audit log file, or `-` for stdout. One JSON line per request.
     #[arg(long)]
     audit_log: Option<String>,
-    /// Rotate the audit log to <file>.1 past this many bytes.
+    /// Rotate the audit log past this many bytes: <file> → <file>.1 → <file>.2 …
     #[arg(long, default_value_t = 100 * 1024 * 1024)]
     audit_max_bytes: u64,
+    /// Rotated audit files kept (<file>.1 … <file>.N).
+    #[arg(long, default_value_t = 10)]
+    audit_max_files: u32,
     /// A SPIFFE bundle (JSON, `warden ca bundle --format spiffe`) whose JWT authorities
     /// verify JWT-SVIDs.
     #[arg(long)]
@@ -80,6 +83,7 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             Some(path) => AuditTarget::File {
                 path: path.into(),
                 max_bytes: args.audit_max_bytes,
+                max_files: args.audit_max_files,
             },
         },
         jwt_bundle: args.jwt_bundle,

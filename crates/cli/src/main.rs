@@ -3,6 +3,7 @@
 
 mod ca;
 mod gateway;
+mod kubernetes;
 mod policy;
 mod sidecar;
 mod up;
@@ -61,6 +62,9 @@ enum Command {
     Explain(policy::ExplainArgs),
     /// Compile manifests into the snapshot file sidecars load with --snapshot.
     Compile(policy::CompileArgs),
+    /// Print the warden.dev manifests equivalent to the given ones (kagent Agents and
+    /// kagenti/rossoctl AgentRuntimes converted; the same decision for every call).
+    Convert(policy::ConvertArgs),
     /// Run the sidecar beside an agent: one-port mTLS ingress (disabled, permissive or
     /// strict), egress mTLS origination, verified caller identity to the app.
     Sidecar(Box<sidecar::SidecarArgs>),
@@ -75,8 +79,31 @@ enum Command {
     Up(up::UpArgs),
     /// Show the running local mesh: agents, conditions, addresses, cards, gateway, CA.
     Status(up::StatusArgs),
-    /// Check the running local mesh, one PASS/FAIL row per property; exit 0 when all pass.
+    /// Check the running local mesh, one PASS/FAIL row per property derived from its
+    /// manifests; exit 0 when all pass, 1 when any fails, 3 when no mesh runs.
     Verify(up::VerifyArgs),
+    /// Run `warden up`'s pre-flight checks (state directory writable and free, ports free,
+    /// manifests valid) without starting anything; exit 0 when all pass.
+    Check(up::UpArgs),
+    /// Stop the mesh running on the state directory (from another terminal).
+    Down,
+    /// Show the logs of the mesh's processes (all, one process, or one agent's); -f follows.
+    Logs(up::LogsArgs),
+    /// Internal: how `warden up` starts a child so that it dies with `up`.
+    #[command(hide = true)]
+    ExecChild(up::ExecChildArgs),
+    /// Print every object a cluster needs, for `kubectl apply -f -`: CRDs, namespace,
+    /// least-privilege RBAC, controller, gateway and webhook Deployments and Services,
+    /// webhook configurations with their CA bundle.
+    Install(Box<kubernetes::InstallArgs>),
+    /// Print what `warden install` made, for `kubectl delete --ignore-not-found -f -`.
+    Uninstall(kubernetes::UninstallArgs),
+    /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
+    /// outside it with --kubeconfig and `warden install --webhook-url`).
+    Webhook(Box<kubernetes::WebhookArgs>),
+    /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
+    /// apply`): exit 0 when every object would be admitted, 1 otherwise.
+    Admission(kubernetes::AdmissionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +133,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files stay free of ANSI codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -115,6 +144,9 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ExecChild(args) = cli.command {
+        return finish(up::exec_child(args));
+    }
     init_logging(cli.log_format);
     let mut builder = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -138,11 +170,20 @@ fn main() -> ExitCode {
             Command::Validate(args) => Ok(policy::validate(args)),
             Command::Explain(args) => policy::run_explain(args),
             Command::Compile(args) => policy::compile(args),
+            Command::Convert(args) => policy::convert(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
             Command::Up(args) => up::up(args, &cli.state_dir).await,
-            Command::Status(args) => up::status(args, &cli.state_dir),
+            Command::Status(args) => up::status(args, &cli.state_dir).await,
             Command::Verify(args) => up::verify(args, &cli.state_dir).await,
+            Command::Check(args) => up::check(args, &cli.state_dir),
+            Command::Down => up::down(&cli.state_dir).await,
+            Command::Logs(args) => up::logs(args, &cli.state_dir).await,
+            Command::ExecChild(args) => up::exec_child(args),
+            Command::Install(args) => kubernetes::install(*args),
+            Command::Uninstall(args) => kubernetes::uninstall(args),
+            Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,
@@ -154,6 +195,10 @@ fn main() -> ExitCode {
             }
         }
     });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

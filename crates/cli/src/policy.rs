@@ -50,6 +50,24 @@ pub(crate) struct CompileArgs {
     out: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// A manifest file or a directory of them (kagent Agents, AgentRuntimes, Warden's own).
+    path: PathBuf,
+}
+
+/// Prints the `warden.dev` manifests equivalent to the given ones.
+pub(crate) fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+    let converted = warden_model::load_path(&args.path)
+        .and_then(|manifests| warden_model::convert(&manifests))
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("the manifests are not valid:\n{}", lines.join("\n"))
+        })?;
+    print!("{converted}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Writes the compiled snapshot that sidecars load with `--snapshot`.
 pub(crate) fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let (_, snapshot) = load(&args.path).map_err(|errors| {
@@ -87,6 +105,9 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
             for notice in &manifests.notices {
                 eprintln!("notice: {notice}");
             }
+            for warning in warden_model::lint(&manifests) {
+                eprintln!("warning: {warning}");
+            }
             let mut rejected = 0;
             for agent in snapshot.agents().iter().filter(|a| !a.accepted.status) {
                 rejected += 1;
@@ -102,10 +123,16 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
                                 .unwrap_or("default")
                                 == agent.namespace
                     })
-                    .map(|s| format!("{}: ", s.origin))
-                    .unwrap_or_default();
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.origin,
+                            manifests.field_path(&s.origin, "spec.tools")
+                        )
+                    })
+                    .unwrap_or_else(|| "spec.tools".into());
                 println!(
-                    "{origin}spec.tools: Accepted=False {}: {}",
+                    "{origin}: Accepted=False {}: {}",
                     agent.accepted.reason, agent.accepted.message
                 );
             }
@@ -145,10 +172,32 @@ fn parse_caller(s: &str, snapshot: &MeshSnapshot) -> anyhow::Result<Caller> {
         return Ok(Caller::Spiffe(SpiffeId::new(s)?));
     }
     let (ns, name) = parse_target(s, "--from")?;
-    let agent = snapshot
-        .agent(&ns, &name)
-        .with_context(|| format!("--from {s}: no agent {ns}/{name} in the manifests"))?;
+    let agent = snapshot.agent(&ns, &name).with_context(|| {
+        format!(
+            "--from {s}: no agent {ns}/{name} in the manifests; they have {}",
+            agent_list(snapshot)
+        )
+    })?;
     Ok(Caller::Spiffe(agent.spiffe_id.clone()))
+}
+
+fn agent_list(snapshot: &MeshSnapshot) -> String {
+    let keys: Vec<String> = snapshot.agents().iter().map(|a| a.key()).collect();
+    keys.join(", ")
+}
+
+/// The method's A2A 1.0 name; a name that is no A2A method (1.0 or 0.3) is an error.
+fn parse_method(method: &str) -> anyhow::Result<&'static str> {
+    if method == "GetAgentCard" {
+        return Ok("GetAgentCard");
+    }
+    warden_a2a::canonical_method(method).with_context(|| {
+        format!(
+            "--method {method:?}: not an A2A method; use a 1.0 name (SendMessage, \
+             SendStreamingMessage, GetTask, ListTasks, CancelTask, SubscribeToTask, …), its 0.3 \
+             name (message/send, tasks/get, …), or GetAgentCard"
+        )
+    })
 }
 
 /// Exit 0 allow, 1 deny, 2 error.
@@ -159,7 +208,15 @@ pub(crate) fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     })?;
     let caller = parse_caller(&args.from, &snapshot)?;
     let (ns, name) = parse_target(&args.to, "--to")?;
-    let explanation = explain(&snapshot, &caller, &ns, &name, &args.method);
+    if snapshot.agent(&ns, &name).is_none() {
+        bail!(
+            "--to {}: no agent {ns}/{name} in the manifests; they have {}",
+            args.to,
+            agent_list(&snapshot)
+        );
+    }
+    let method = parse_method(&args.method)?;
+    let explanation = explain(&snapshot, &caller, &ns, &name, method);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
         Output::Text => {

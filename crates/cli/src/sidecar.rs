@@ -11,7 +11,7 @@ use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
     DynamicFlags, FileConfig, IdentityConfig, Limits, SidecarConfig, SnapshotConfig,
-    parse_duration, parse_mesh_peer,
+    UnderscoreHeaders, parse_duration, parse_mesh_peer,
 };
 
 /// Where the SVID comes from, shared by the sidecar and the gateway.
@@ -58,18 +58,41 @@ pub(crate) struct LimitArgs {
     /// Largest request body in bytes [default: 10485760].
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// Time for a body the gateway must read (JSON-RPC) to arrive [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    body_read_timeout: Option<Duration>,
+    /// Request bytes the gateway buffers at once over all requests; past it, 503 with
+    /// Retry-After [default: 67108864].
+    #[arg(long)]
+    max_buffered_bytes: Option<u64>,
     /// First byte and TLS handshake deadline [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     handshake_timeout: Option<Duration>,
-    /// Idle connection timeout [default: 60s].
+    /// Time for a request's head to arrive, and for a new connection's first request
+    /// [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    header_read_timeout: Option<Duration>,
+    /// Close a connection with no request in flight after this long (HTTP/2 PINGs do not
+    /// count as activity) [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
-    /// Connections served at once per listener [default: 1024].
+    /// Connections served at once per listener; at the limit the longest-idle one is closed
+    /// for a new caller [default: 1024].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Requests in flight at once on one HTTP/2 connection [default: 100].
+    #[arg(long)]
+    max_concurrent_streams: Option<u32>,
+    /// Request headers whose name contains `_`: drop (as nginx and Envoy do) or reject
+    /// (400) [default: drop].
+    #[arg(long)]
+    underscore_headers: Option<UnderscoreHeaders>,
     /// Deadline for the upstream's response head [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     upstream_timeout: Option<Duration>,
+    /// Abort a response whose upstream sends nothing for this long [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    upstream_idle_timeout: Option<Duration>,
 }
 
 impl LimitArgs {
@@ -78,12 +101,25 @@ impl LimitArgs {
         limits.max_header_bytes = self.max_header_bytes.unwrap_or(limits.max_header_bytes);
         limits.max_body_bytes = self.max_body_bytes.unwrap_or(limits.max_body_bytes);
         limits.handshake_timeout = self.handshake_timeout.unwrap_or(limits.handshake_timeout);
+        limits.body_read_timeout = self.body_read_timeout.unwrap_or(limits.body_read_timeout);
+        limits.max_buffered_bytes = self.max_buffered_bytes.unwrap_or(limits.max_buffered_bytes);
+        limits.header_read_timeout = self
+            .header_read_timeout
+            .unwrap_or(limits.header_read_timeout);
         limits.idle_timeout = self.idle_timeout.unwrap_or(limits.idle_timeout);
+        limits.max_concurrent_streams = self
+            .max_concurrent_streams
+            .unwrap_or(limits.max_concurrent_streams)
+            .max(1);
         limits.max_connections = self
             .max_connections
             .unwrap_or(limits.max_connections)
             .max(1);
         limits.upstream_timeout = self.upstream_timeout.unwrap_or(limits.upstream_timeout);
+        limits.upstream_idle_timeout = self
+            .upstream_idle_timeout
+            .unwrap_or(limits.upstream_idle_timeout);
+        limits.underscore_headers = self.underscore_headers.unwrap_or(limits.underscore_headers);
         limits
     }
 }

@@ -1,11 +1,12 @@
-//! `warden up`, `warden status`, `warden verify`.
+//! `warden up`, `check`, `status`, `verify`, `down`, `logs` and the hidden `exec-child`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use warden_local::status::MeshStatus;
+use warden_local::status::{MeshStatus, StatusError};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -44,21 +45,121 @@ pub(crate) struct VerifyArgs {
     path: Option<PathBuf>,
 }
 
-pub(crate) async fn up(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let config = warden_local::UpConfig {
-        manifests: args.path,
-        state_dir: std::path::absolute(state_dir)?,
-        ca_dir: args.ca_dir,
-        gateway_listen: args.gateway_listen,
-        warden: std::env::current_exe()?,
-        verify: !args.no_verify,
-    };
-    warden_local::up(config, crate::shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// A process (`gateway`, `team-beta/specialist sidecar`) or an agent
+    /// (`team-beta/specialist`: its sidecar and app) [default: all].
+    name: Option<String>,
+    /// Keep printing what the logs gain (Ctrl-C stops).
+    #[arg(short, long)]
+    follow: bool,
 }
 
-pub(crate) fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let status = MeshStatus::load(state_dir).map_err(anyhow::Error::msg)?;
+#[derive(Debug, Args)]
+pub(crate) struct ExecChildArgs {
+    /// The PID of the `warden up` that started this child.
+    #[arg(long)]
+    parent: u32,
+    /// The program, then its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+fn up_config(
+    path: PathBuf,
+    ca_dir: Option<PathBuf>,
+    gateway_listen: SocketAddr,
+    verify: bool,
+    state_dir: &Path,
+) -> anyhow::Result<warden_local::UpConfig> {
+    Ok(warden_local::UpConfig {
+        manifests: std::path::absolute(path)?,
+        state_dir: std::path::absolute(state_dir)?,
+        ca_dir,
+        gateway_listen,
+        warden: std::env::current_exe()?,
+        verify,
+    })
+}
+
+pub(crate) async fn up(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let config = up_config(
+        args.path,
+        args.ca_dir,
+        args.gateway_listen,
+        !args.no_verify,
+        state_dir,
+    )?;
+    match warden_local::up(config, up_shutdown()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ warden_local::UpError::Preflight(_)) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP: whatever asks `up` to end, it stops its children
+/// first (a SIGKILL is covered by the children's parent-death signal).
+async fn up_shutdown() {
+    let hangup = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = crate::shutdown_signal() => {}
+        _ = hangup => {}
+    }
+}
+
+/// `warden check`: the pre-flight checks of `warden up`, on demand.
+pub(crate) fn check(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let config = up_config(
+        args.path,
+        args.ca_dir,
+        args.gateway_listen,
+        false,
+        state_dir,
+    )?;
+    match warden_local::preflight::preflight(&config) {
+        Ok(cleared) => {
+            for line in &cleared.passed {
+                println!("ok   {line}");
+            }
+            println!("all pre-flight checks passed: `warden up` can start");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            println!("{} pre-flight check(s) failed", problems.len());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Exit code of `status` and `verify` when no mesh runs.
+const NOT_RUNNING: u8 = 3;
+
+pub(crate) async fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut status = match MeshStatus::load(state_dir) {
+        Ok(s) => s,
+        Err(e @ StatusError::NotRunning(_)) => {
+            if let Format::Json = args.output {
+                println!("{}", serde_json::json!({"running": false}));
+            }
+            eprintln!("{e}");
+            return Ok(ExitCode::from(NOT_RUNNING));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    status.refresh().await;
     match args.output {
         Format::Table => print!("{}", status.table()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -67,6 +168,13 @@ pub(crate) fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitC
 }
 
 pub(crate) async fn verify(_args: VerifyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    if warden_local::lock::holder(state_dir).is_none() {
+        eprintln!(
+            "{}",
+            StatusError::NotRunning(state_dir.display().to_string())
+        );
+        return Ok(ExitCode::from(NOT_RUNNING));
+    }
     let checks = warden_local::verify::verify(state_dir)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -76,4 +184,43 @@ pub(crate) async fn verify(_args: VerifyArgs, state_dir: &Path) -> anyhow::Resul
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `warden down`: stops the mesh running on the state directory, from another terminal.
+pub(crate) async fn down(state_dir: &Path) -> anyhow::Result<ExitCode> {
+    match warden_local::lock::stop_holder(state_dir, Duration::from_secs(20)).await {
+        Ok(pid) => {
+            println!(
+                "stopped the mesh in {} (warden up, pid {pid})",
+                state_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub(crate) async fn logs(args: LogsArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let files = warden_local::logs::log_files(state_dir)
+        .and_then(|f| warden_local::logs::select(f, args.name.as_deref()))
+        .map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout();
+    tokio::select! {
+        _ = warden_local::logs::print(&files, args.follow, &mut out) => {}
+        _ = crate::shutdown_signal() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Becomes the child `warden up` asked for, armed to die with it.
+pub(crate) fn exec_child(args: ExecChildArgs) -> anyhow::Result<ExitCode> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("exec-child: no program given"))?;
+    let error = warden_local::supervisor::exec_child(args.parent, Path::new(program), rest);
+    Err(anyhow::anyhow!("cannot run {program}: {error}"))
 }

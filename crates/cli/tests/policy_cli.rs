@@ -21,10 +21,17 @@ fn stdout(out: &Output) -> String {
 }
 
 #[test]
-fn validate_accepts_the_example_and_lists_every_error_of_a_broken_mesh() {
+fn validate_reports_the_examples_rogue_and_lists_every_error_of_a_broken_mesh() {
+    // The example's rogue references the specialist, which does not admit team-gamma: the one
+    // problem, exit 1.
     let out = warden(&["validate", example().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("valid: 3 agents"));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("agents.yaml: document 4 (Agent team-gamma/rogue): spec.tools: Accepted=False CrossNamespaceReferenceDenied"),
+        "{text}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.yaml");
@@ -164,6 +171,39 @@ fn explain_errors_exit_2_and_name_the_problem() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent team-alpha/nobody"));
+    // An unknown target is an error (exit 2, not a deny) that lists the agents.
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "anonymous",
+        "--to",
+        "team-beta/nobody",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--to team-beta/nobody: no agent team-beta/nobody")
+            && err.contains("team-beta/specialist, "),
+        "{err}"
+    );
+    // A misspelt method is refused, not silently decided.
+    let out = warden(&[
+        "explain",
+        path,
+        "--from",
+        "team-alpha/orchestrator",
+        "--to",
+        "team-beta/specialist",
+        "--method",
+        "SendMesage",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--method \"SendMesage\": not an A2A method"),
+        "{err}"
+    );
     let out = warden(&["explain", path, "--from", "anonymous", "--to", "specialist"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected NAMESPACE/AGENT"));
@@ -177,4 +217,78 @@ fn explain_errors_exit_2_and_name_the_problem() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml"));
+}
+
+/// `warden convert` on kagent's example prints warden.dev manifests that `warden explain`
+/// decides exactly as the originals, for every caller, target and method tried.
+#[test]
+fn convert_prints_manifests_that_explain_decides_the_same() {
+    let kagent =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kagent-cross-namespace");
+    let out = warden(&["convert", kagent.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let converted = stdout(&out);
+    assert!(
+        converted.contains("apiVersion: warden.dev/v1alpha1"),
+        "{converted}"
+    );
+    assert!(!converted.contains("apiVersion: kagent.dev"), "{converted}");
+    // The converted agents beside the original Namespaces, Secrets and ConfigMaps.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agents.yaml"), &converted).unwrap();
+    let mut core = Vec::new();
+    for file in ["namespaces.yaml", "agents.yaml", "runtimes.yaml"] {
+        let text = std::fs::read_to_string(kagent.join(file)).unwrap();
+        core.extend(
+            text.split("\n---\n")
+                .filter(|d| {
+                    d.contains("\nkind: Namespace")
+                        || d.contains("\nkind: Secret")
+                        || d.contains("\nkind: ConfigMap")
+                })
+                .map(str::to_owned),
+        );
+    }
+    std::fs::write(dir.path().join("core.yaml"), core.join("\n---\n")).unwrap();
+    let agents = [
+        "team-alpha/orchestrator",
+        "team-beta/specialist",
+        "team-gamma/rogue",
+    ];
+    let mut pairs = 0;
+    for from in agents.iter().copied().chain(["anonymous"]) {
+        for to in agents {
+            for method in ["SendMessage", "GetAgentCard"] {
+                let decide = |path: &Path| {
+                    let out = warden(&[
+                        "explain",
+                        path.to_str().unwrap(),
+                        "--from",
+                        from,
+                        "--to",
+                        to,
+                        "--method",
+                        method,
+                    ]);
+                    let text = stdout(&out);
+                    let head: Vec<String> = text.lines().take(2).map(str::to_owned).collect();
+                    (out.status.code(), head)
+                };
+                let before = decide(&kagent);
+                let after = decide(dir.path());
+                assert!(
+                    matches!(before.0, Some(0 | 1)),
+                    "{from} -> {to}: {before:?}"
+                );
+                assert_eq!(before, after, "{from} -> {to} {method}");
+                pairs += 1;
+            }
+        }
+    }
+    assert_eq!(pairs, 24);
 }

@@ -1,125 +1,660 @@
-//! `warden up` on the example, then `warden verify`; then a manifest edit that removes the
-//! specialist's grant, which `verify` must catch in row 2.
+//! `warden up` as a user runs it: real `warden` processes, real sockets and TLS. Each test has
+//! its own state directory and free ports.
+//!
+//! - the example: `verify` passes; a second `up` on the same state directory is refused and
+//!   the first keeps working; a revoked grant fails the delegation row; after Ctrl-C `status`
+//!   and `verify` say the mesh is not running;
+//! - a taken gateway port: `up` fails fast with the OS error; `warden check` says the same;
+//!   `warden down` stops a mesh from another terminal;
+//! - a mesh without tool references: `verify` passes; an agent added while `up` runs is
+//!   served within 2 s and stopped when removed; `warden logs`; after SIGKILL of `up` no child
+//!   survives.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use warden_testkit::process::{Running, free_addr};
 
-fn verify(state: &Path) -> (Option<i32>, String) {
-    let out = Command::new(WARDEN)
-        .args(["--state-dir", state.to_str().unwrap(), "verify"])
+fn warden(state: &Path, args: &[&str]) -> Output {
+    Command::new(WARDEN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
         .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     )
 }
 
-#[test]
-fn up_runs_the_example_and_verify_proves_it_then_catches_a_revoked_grant() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
+/// (exit code, stdout then stderr) of `warden verify`; stdout must be the rows alone.
+fn verify(state: &Path) -> (Option<i32>, String) {
+    let out = warden(state, &["verify"]);
+    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.code() == Some(0) {
+        assert!(rows.trim_end().ends_with("checks passed"), "{}", text(&out));
+    }
+    (out.status.code(), text(&out))
+}
+
+fn start_up(state: &Path, manifests: &Path, gateway: std::net::SocketAddr) -> Running {
+    Running(
+        Command::new(WARDEN)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("up")
+            .arg(manifests)
+            .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits until `status -o json` says ready with `agents` agents; returns it.
+fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let out = warden(state, &["status", "-o", "json"]);
+        if out.status.success() {
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if status["agents"]
+                .as_array()
+                .is_some_and(|a| a.len() == agents)
+                && status["ready"] == true
+            {
+                return status;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the mesh never became ready: {}",
+            text(&out)
+        );
+        assert!(up.alive(), "warden up exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn example_copy(dir: &Path) -> PathBuf {
+    copy_of(dir, "cross-namespace-a2a")
+}
+
+/// A copy of `examples/<example>`'s manifests, so a test may edit them.
+fn copy_of(dir: &Path, example: &str) -> PathBuf {
+    let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cross-namespace-a2a");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(example);
     for entry in std::fs::read_dir(example).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
         }
     }
+    manifests
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+fn status_json(state: &Path) -> serde_json::Value {
+    let out = warden(state, &["status", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn process<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no process {name} in {status}"))
+}
+
+fn pids(status: &serde_json::Value) -> Vec<u64> {
+    status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}
+
+fn condition<'s>(agent: &'s serde_json::Value, kind: &str) -> &'s serde_json::Value {
+    agent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {agent}"))
+}
+
+/// The seed scenario's status: every agent has mTLS and its card from its own SPIFFE ID; the
+/// rogue's tool reference to the specialist is refused (Accepted=False with the reason) and
+/// every other agent's conditions are all True.
+fn assert_seed_status(status: &serde_json::Value) {
+    for agent in status["agents"].as_array().unwrap() {
+        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
+        assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
+        assert_eq!(condition(agent, "MTLSReady")["status"], "True", "{agent}");
+        if agent["name"] == "rogue" {
+            let accepted = condition(agent, "Accepted");
+            assert_eq!(accepted["status"], "False", "{agent}");
+            assert_eq!(
+                accepted["reason"], "CrossNamespaceReferenceDenied",
+                "{agent}"
+            );
+            let message = accepted["message"].as_str().unwrap_or_default();
+            assert!(message.contains("team-beta/specialist"), "{agent}");
+        } else {
+            assert!(
+                agent["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["status"] == "True"),
+                "{agent}"
+            );
+        }
+    }
+}
+
+/// kagent's PR #1908 scenario in kagent's and kagenti's own kinds, run as written: verify
+/// passes every row (cards, delegation with the token, the rogue's 403, the direct call
+/// refused, mTLS, audit) and the rogue's Agent is Accepted=False with the reason.
+#[test]
+fn the_kagent_example_runs_as_written_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = copy_of(dir.path(), "kagent-cross-namespace");
+    let state = dir.path().join("state");
+    let mut up = start_up(&state, &manifests, free_addr());
+    let status = wait_ready(&state, &mut up, 3);
+    assert_seed_status(&status);
+    // kagenti's resolution: the specialist's AgentRuntime says strict; the orchestrator's sets
+    // none, so team-alpha's authbridge-runtime-config ConfigMap decides.
+    let mode = |key: &str| {
+        status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| {
+                format!(
+                    "{}/{}",
+                    a["namespace"].as_str().unwrap(),
+                    a["name"].as_str().unwrap()
+                ) == key
+            })
+            .map(|a| a["mtlsMode"].clone())
+    };
+    assert_eq!(mode("team-beta/specialist"), Some("Strict".into()));
+    assert_eq!(mode("team-alpha/orchestrator"), Some("Permissive".into()));
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for row in [
+        "cards are served through the gateway",
+        "delegation: team-alpha/orchestrator calls team-beta/specialist",
+        "team-gamma/rogue → team-beta/specialist: 403 namespace_selector",
+        "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
+        "the audit log holds this run's allowed and denied calls",
+    ] {
+        assert!(out.contains(row), "no row {row:?} in\n{out}");
+    }
+    signal(up.pid(), "-INT");
+    assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn the_example_verifies_refuses_a_second_up_catches_a_revoked_grant_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = example_copy(dir.path());
     let state = dir.path().join("state");
     let gateway = free_addr();
-    let mut up = Running(
-        Command::new(WARDEN)
-            .args([
-                "--state-dir",
-                state.to_str().unwrap(),
-                "up",
-                manifests.to_str().unwrap(),
-                "--gateway-listen",
-                &gateway.to_string(),
-                "--no-verify",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    loop {
-        let out = Command::new(WARDEN)
-            .args([
-                "--state-dir",
-                state.to_str().unwrap(),
-                "status",
-                "-o",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if status["agents"].as_array().is_some_and(|a| a.len() == 3) && status["ready"] == true
-            {
-                for agent in status["agents"].as_array().unwrap() {
-                    assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
-                    assert_eq!(agent["card"]["attestedSpiffeId"], agent["spiffeId"]);
-                    assert!(
-                        agent["conditions"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .all(|c| c["status"] == "True"),
-                        "{agent}"
-                    );
-                }
-                assert_eq!(status["gateway"]["url"], format!("http://{gateway}"));
-                break;
-            }
+    let mut up = start_up(&state, &manifests, gateway);
+    let status = wait_ready(&state, &mut up, 3);
+    assert_seed_status(&status);
+    // Seven processes, each reporting itself; the proxies on snapshot v1.
+    let processes = status["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 7, "{status}");
+    for p in processes {
+        assert_eq!(p["health"], "Ready", "{p}");
+        if p["role"] != "app" {
+            assert_eq!(p["snapshotVersion"], 1, "{p}");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the mesh never became ready"
-        );
-        assert!(up.alive(), "warden up exited");
-        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(status["gateway"]["url"], format!("http://{gateway}"));
+
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for row in [
+        "every process is Ready and every proxy runs snapshot v1",
+        "cards are served through the gateway",
+        "delegation: team-alpha/orchestrator calls team-beta/specialist",
+        "team-gamma/rogue → team-beta/specialist: 403 namespace_selector",
+        "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
+        "the audit log holds this run's allowed and denied calls",
+    ] {
+        assert!(out.contains(row), "no row {row:?} in\n{out}");
     }
 
-    let (code, text) = verify(&state);
-    assert_eq!(code, Some(0), "{text}");
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("PASS")).count(),
-        6,
-        "{text}"
+    // A second `up` on the same state directory is refused, naming the first's PID, and
+    // starts nothing; the first keeps working.
+    let second = Command::new(WARDEN)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("up")
+        .arg(&manifests)
+        .args(["--gateway-listen", &free_addr().to_string(), "--no-verify"])
+        .output()
+        .unwrap();
+    let said = text(&second);
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("in use by `warden up` (pid {})", up.pid())),
+        "{said}"
     );
-    assert!(text.trim_end().ends_with("6 of 6 checks passed"), "{text}");
+    assert!(said.contains("warden") && said.contains("down"), "{said}");
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "the first mesh broke: {out}");
 
     // Remove the grant: team-alpha no longer carries the label the specialist selects.
     let mesh = manifests.join("mesh.yaml");
-    let text = std::fs::read_to_string(&mesh).unwrap();
-    std::fs::write(&mesh, text.replace("    a2a-access: specialist\n", "")).unwrap();
+    let yaml = std::fs::read_to_string(&mesh).unwrap();
+    std::fs::write(&mesh, yaml.replace("    a2a-access: specialist\n", "")).unwrap();
     let start = Instant::now();
-    let (code, text) = loop {
-        let (code, text) = verify(&state);
+    let (code, out) = loop {
+        let (code, out) = verify(&state);
         if code != Some(0) || start.elapsed() > Duration::from_secs(10) {
-            break (code, text);
+            break (code, out);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(code, Some(1), "{text}");
-    let row2 = text.lines().find(|l| l.contains(" 2. ")).unwrap();
-    assert!(row2.starts_with("FAIL 2. delegation"), "{text}");
+    assert_eq!(code, Some(1), "{out}");
     assert!(
-        row2.contains("403") && row2.contains("namespace_selector"),
-        "{row2}"
+        out.contains("every proxy runs snapshot v2"),
+        "verify did not wait for the new snapshot: {out}"
+    );
+    let row = out.lines().find(|l| l.contains("delegation:")).unwrap();
+    assert!(row.starts_with("FAIL 3. delegation"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "only the delegation fails: {out}"
+    );
+    assert!(
+        out.contains("team-alpha/orchestrator → team-beta/specialist: 403 namespace_selector"),
+        "{out}"
+    );
+    assert!(
+        row.contains("403") && row.contains("namespace_selector"),
+        "{row}"
     );
 
-    up.terminate();
+    // An edit that does not compile is refused: the last good snapshot stays in force, and
+    // status and verify say so at once.
+    let agents = manifests.join("agents.yaml");
+    let good = std::fs::read_to_string(&agents).unwrap();
+    std::fs::write(&agents, good.replace("kind: Agent", "kind: Agnet")).unwrap();
+    let start = Instant::now();
+    let table = loop {
+        let table = text(&warden(&state, &["status"]));
+        if table.contains("was NOT applied") {
+            break table;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.contains("Agnet"), "{table}");
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("FAIL 1.") && out.contains("the last manifest edit was not applied"),
+        "{out}"
+    );
+    std::fs::write(&agents, good).unwrap();
+
+    // The logs are there, without colour codes.
+    let logs = warden(&state, &["logs", "gateway"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let gateway_log = String::from_utf8_lossy(&logs.stdout);
+    assert!(gateway_log.contains("gateway listening"), "{gateway_log}");
+    assert!(!gateway_log.contains('\u{1b}'), "ANSI codes in the log");
+
+    // Ctrl-C: `up` stops everything; status and verify say so instead of showing leftovers.
+    let children = pids(&status);
+    signal(up.pid(), "-INT");
     assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
+    for pid in children {
+        assert!(!alive(pid), "child {pid} survived Ctrl-C");
+    }
+    let out = warden(&state, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("not running"), "{out}");
+}
+
+#[test]
+fn a_taken_gateway_port_fails_fast_with_the_os_error_and_down_stops_a_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = example_copy(dir.path());
+    let state = dir.path().join("state");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = taken.local_addr().unwrap();
+
+    let check = warden(
+        &state,
+        &[
+            "check",
+            manifests.to_str().unwrap(),
+            "--gateway-listen",
+            &gateway.to_string(),
+        ],
+    );
+    let said = text(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("FAIL gateway port: {gateway} cannot be bound"))
+            && said.contains("Address already in use"),
+        "{said}"
+    );
+
+    let start = Instant::now();
+    let out = Command::new(WARDEN)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("up")
+        .arg(&manifests)
+        .args(["--gateway-listen", &gateway.to_string()])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(start.elapsed() < Duration::from_secs(5), "not fast: {said}");
+    assert!(said.contains("Address already in use"), "{said}");
+    assert!(said.contains("--gateway-listen"), "no fix named: {said}");
+    assert!(!said.contains("the mesh is up"), "{said}");
+    assert!(
+        !state.join("logs").join("gateway.log").exists(),
+        "something was started"
+    );
+
+    // With the port free the mesh starts; `warden down` stops it from another terminal.
+    drop(taken);
+    let mut up = start_up(&state, &manifests, gateway);
+    let status = wait_ready(&state, &mut up, 3);
+    let out = warden(&state, &["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("pid {}", up.pid())));
+    assert_eq!(up.wait_exit(Duration::from_secs(5)), Some(0));
+    for pid in pids(&status) {
+        assert!(!alive(pid), "child {pid} survived `warden down`");
+    }
+    let out = warden(&state, &["down"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
+}
+
+const NO_TOOLS: &str = "\
+apiVersion: warden.dev/v1alpha1
+kind: MeshConfig
+metadata:
+  name: mesh
+spec:
+  trustDomain: warden.local
+  defaultMtlsMode: Permissive
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: red
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: blue
+---
+apiVersion: warden.dev/v1alpha1
+kind: Agent
+metadata:
+  name: vault
+  namespace: red
+spec:
+  description: Strict, callable only from its own namespace.
+  mtls:
+    mode: Strict
+---
+apiVersion: warden.dev/v1alpha1
+kind: Agent
+metadata:
+  name: desk
+  namespace: blue
+spec:
+  description: Permissive, no tool references.
+";
+
+const NEWCOMER: &str = "\
+apiVersion: warden.dev/v1alpha1
+kind: Agent
+metadata:
+  name: newcomer
+  namespace: blue
+spec:
+  description: Added while the mesh runs.
+  allowedNamespaces:
+    from: All
+";
+
+/// (HTTP status, body) of an anonymous card request through the gateway.
+fn anonymous_card(gateway: std::net::SocketAddr, agent: &str) -> (String, String) {
+    let url = format!("http://{gateway}/api/a2a/{agent}/.well-known/agent-card.json");
+    let out = curl(&["-w", "\n%{http_code}", &url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+#[test]
+fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("mesh.yaml"), NO_TOOLS).unwrap();
+    let state = dir.path().join("state");
+    let gateway = free_addr();
+    let mut up = start_up(&state, &manifests, gateway);
+    wait_ready(&state, &mut up, 2);
+
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("delegation"), "{out}");
+    assert!(
+        out.contains("blue/desk → red/vault: 403 same_namespace"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a direct call to red/vault's sidecar that skips the gateway is refused"),
+        "{out}"
+    );
+
+    // An agent added while `up` runs is served within 2 s.
+    assert_eq!(anonymous_card(gateway, "blue/newcomer").0, "404");
+    std::fs::write(manifests.join("newcomer.yaml"), NEWCOMER).unwrap();
+    let start = Instant::now();
+    loop {
+        let (code, body) = anonymous_card(gateway, "blue/newcomer");
+        if code == "200" {
+            assert!(body.contains("newcomer"), "{body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "blue/newcomer not served 2 s after it was added: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = wait_ready(&state, &mut up, 3);
+    let newcomer: Vec<u64> = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["agent"] == "blue/newcomer")
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(newcomer.len(), 2, "{status}");
+    let logs = warden(&state, &["logs", "blue/newcomer"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("[blue/newcomer sidecar]"),
+        "{}",
+        text(&logs)
+    );
+
+    // Removed: no longer served, its processes stopped.
+    std::fs::remove_file(manifests.join("newcomer.yaml")).unwrap();
+    let start = Instant::now();
+    while anonymous_card(gateway, "blue/newcomer").0 != "404"
+        || newcomer.iter().any(|pid| alive(*pid))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "blue/newcomer still running after its removal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = wait_ready(&state, &mut up, 2);
+
+    // A process that does not answer is Unknown, and its agent not Ready.
+    let desk_sidecar = process(&status, "blue/desk sidecar")["pid"]
+        .as_u64()
+        .unwrap();
+    signal(desk_sidecar as u32, "-STOP");
+    let silent = status_json(&state);
+    signal(desk_sidecar as u32, "-CONT");
+    assert_eq!(
+        process(&silent, "blue/desk sidecar")["health"],
+        "Unknown",
+        "{silent}"
+    );
+    assert_eq!(silent["ready"], false);
+    let desk = silent["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "desk")
+        .unwrap();
+    let condition = |kind: &str| {
+        desk["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(condition("MTLSReady"), "Unknown", "{desk}");
+    assert_eq!(condition("Ready"), "False", "{desk}");
+
+    // An app added with a port someone else holds: Failing, restarts, the OS error.
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    std::fs::write(
+        manifests.join("squatter.yaml"),
+        format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: squatter\n  namespace: blue\n\
+             spec:\n  description: Its port is taken.\n  local:\n    command: python3\n\
+             \x20   args: [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{port}\"]\n    port: {port}\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let failing = loop {
+        let status = status_json(&state);
+        let app = status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "blue/squatter app");
+        if app.is_some_and(|app| {
+            app["health"] == "Failing"
+                && app["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Address already in use"))
+        }) {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the squatter never showed as failing: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failing["ready"], false);
+    assert!(process(&failing, "blue/squatter app")["restarts"].as_u64() >= Some(1));
+    let table = text(&warden(&state, &["status"]));
+    assert!(
+        table.contains("blue/squatter app") && table.contains("Failing"),
+        "{table}"
+    );
+    std::fs::remove_file(manifests.join("squatter.yaml")).unwrap();
+    drop(squatter);
+    let status = wait_ready(&state, &mut up, 2);
+
+    // SIGKILL of `up` alone: no child survives, the gateway port is free again.
+    let children = pids(&status);
+    assert_eq!(children.len(), 5, "{status}");
+    signal(up.pid(), "-KILL");
+    let _ = up.wait_exit(Duration::from_secs(5));
+    let start = Instant::now();
+    while children.iter().any(|pid| alive(*pid)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "children survived SIGKILL of up: {:?}",
+            children.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ss = Command::new("ss")
+        .args(["-ltnpa"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        TcpListener::bind(gateway).is_ok(),
+        "{gateway} still taken: {ss}"
+    );
+    let out = warden(&state, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }

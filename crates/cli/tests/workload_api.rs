@@ -209,3 +209,88 @@ async fn calls_without_the_security_header_get_invalid_argument() {
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids[0].spiffe_id, ID);
 }
+
+/// Runs one of our SDK test clients (`crates/cli/tests/sdk`) against a fresh `warden ca serve`
+/// whose SVIDs rotate every 3 s, asking it to follow two rotations; its JSON report.
+fn sdk_client_report(program: &Path, args_before: &[&Path]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, socket) = serve(dir.path(), "6s");
+    let out = Command::new(program)
+        .args(args_before)
+        .arg(&socket)
+        .args(["warden-gateway", "2"])
+        .output()
+        .expect("run the SDK test client");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}\n{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// What both SDK clients must have seen: their own SVID, the bundle, JWT-SVIDs that validate
+/// on the server and locally (and not for another audience), and three SVIDs in a row.
+fn assert_sdk_report(report: &serde_json::Value) {
+    assert_eq!(report["x509_id"], ID, "{report}");
+    assert!(report["x509_chain"].as_u64() >= Some(1), "{report}");
+    assert_eq!(
+        report["bundle_trust_domains"],
+        serde_json::json!(["warden.local"])
+    );
+    assert_eq!(report["jwt_subject"], ID);
+    assert_eq!(
+        report["jwt_audience"],
+        serde_json::json!(["warden-gateway"])
+    );
+    assert_eq!(report["jwt_validated_by_server"], ID);
+    assert!(
+        report["jwt_wrong_audience_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("audience")),
+        "a token for warden-gateway must not validate for someone-else: {report}"
+    );
+    let serials = report["watched_serials"].as_array().expect("serials");
+    assert_eq!(serials.len(), 3, "two rotations followed: {report}");
+    let distinct: std::collections::HashSet<_> = serials.iter().collect();
+    assert_eq!(distinct.len(), 3, "{report}");
+}
+
+#[test]
+fn python_spiffe_library_gets_svids_bundles_jwts_and_rotations() {
+    let test = "python_spiffe_library_gets_svids_bundles_jwts_and_rotations";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let script = warden_testkit::sdk::sources().join("python/spiffe_client.py");
+    let report = sdk_client_report(&python, &[&script]);
+    assert_sdk_report(&report);
+    assert_eq!(report["jwt_validated_locally"], ID);
+    assert_eq!(report["watch_errors"], serde_json::json!([]));
+    assert!(
+        report["jwt_other_subject_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("may not obtain")),
+        "a workload cannot get another's JWT-SVID: {report}"
+    );
+    assert_eq!(report["x509_source_id"], ID);
+    assert_eq!(report["jwt_source_subject"], ID);
+}
+
+#[test]
+fn go_spiffe_gets_svids_bundles_jwts_and_rotations() {
+    let test = "go_spiffe_gets_svids_bundles_jwts_and_rotations";
+    let Some(client) = warden_testkit::sdk::go_spiffe_client(test) else {
+        return;
+    };
+    let report = sdk_client_report(&client, &[]);
+    assert_sdk_report(&report);
+    assert_eq!(report["jwt_validated_locally"], true);
+}

@@ -117,7 +117,7 @@ impl IssuedSvid {
     /// Writes `svid.pem`, `svid_key.pem` (0600) and `svid_bundle.pem` into `dir`, in
     /// spiffe-helper's layout. Each file is replaced atomically (write, then rename).
     pub fn write_files(&self, dir: &Path, bundle: &TrustBundle) -> Result<(), CaError> {
-        use crate::source::{SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
+        use crate::pem::{SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let chain: String = self
             .chain

@@ -19,6 +19,35 @@ pub struct InvalidSpiffeId {
     pub reason: String,
 }
 
+/// The rule go-spiffe (and the SPIFFE ID specification) applies to the scheme.
+const SCHEME_RULE: &str = "the scheme must be \"spiffe\" in lower case";
+/// go-spiffe's message for a trust domain with a character outside its set.
+const TRUST_DOMAIN_RULE: &str = "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores";
+
+/// Refuses what the `spiffe` crate would silently lower-case: an upper-case scheme or trust
+/// domain. go-spiffe refuses both, and so must Warden: an ID written `spiffe://Example.org/…`
+/// in a policy would otherwise match a peer the author never named, and IDs compared as
+/// strings elsewhere (SPIRE entries, audit logs) would disagree with ours.
+fn check_case(input: &str) -> Result<(), InvalidSpiffeId> {
+    let refuse = |reason: &str| InvalidSpiffeId {
+        input: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trust_domain = match input.split_once("://") {
+        Some((scheme, rest)) => {
+            if scheme != "spiffe" && scheme.eq_ignore_ascii_case("spiffe") {
+                return Err(refuse(SCHEME_RULE));
+            }
+            rest.split_once('/').map_or(rest, |(td, _)| td)
+        }
+        None => input,
+    };
+    if trust_domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(refuse(TRUST_DOMAIN_RULE));
+    }
+    Ok(())
+}
+
 /// A trust domain: the root of trust that issues and verifies SVIDs (`warden.local`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrustDomain(spiffe::TrustDomain);
@@ -26,6 +55,7 @@ pub struct TrustDomain(spiffe::TrustDomain);
 impl TrustDomain {
     /// Parses a trust domain name (`example.org`) or a SPIFFE ID whose trust domain is wanted.
     pub fn new(name: &str) -> Result<Self, InvalidSpiffeId> {
+        check_case(name)?;
         spiffe::TrustDomain::new(name)
             .map(Self)
             .map_err(|e| InvalidSpiffeId {
@@ -83,6 +113,7 @@ pub struct SpiffeId {
 impl SpiffeId {
     /// Parses a SPIFFE ID by the rules of the SPIFFE ID specification.
     pub fn new(id: &str) -> Result<Self, InvalidSpiffeId> {
+        check_case(id)?;
         spiffe::SpiffeId::new(id)
             .map(Self::from)
             .map_err(|e| InvalidSpiffeId {
@@ -295,6 +326,40 @@ mod tests {
             assert_eq!(err.input, bad);
             assert!(err.to_string().contains("invalid SPIFFE ID"));
         }
+    }
+
+    #[test]
+    fn upper_case_scheme_or_trust_domain_is_refused_naming_the_rule() {
+        for (bad, rule) in [
+            (
+                "SPIFFE://warden.local/ns/a/sa/b",
+                "scheme must be \"spiffe\" in lower case",
+            ),
+            (
+                "Spiffe://warden.local/ns/a/sa/b",
+                "scheme must be \"spiffe\" in lower case",
+            ),
+            (
+                "spiffe://Warden.local/ns/a/sa/b",
+                "limited to lowercase letters",
+            ),
+            ("spiffe://WARDEN.LOCAL", "limited to lowercase letters"),
+        ] {
+            let err = SpiffeId::new(bad).unwrap_err();
+            assert_eq!(err.input, bad);
+            assert!(err.reason.contains(rule), "{bad}: {err}");
+        }
+        for bad in ["Warden.local", "spiffe://EXAMPLE.org/x"] {
+            let err = TrustDomain::new(bad).unwrap_err();
+            assert!(
+                err.reason.contains("limited to lowercase letters"),
+                "{bad}: {err}"
+            );
+        }
+        // Paths are case-sensitive and may hold upper case; only scheme and trust domain may not.
+        let id = SpiffeId::new("spiffe://warden.local/ns/Team/sa/Bot").unwrap();
+        assert_eq!(id.as_str(), "spiffe://warden.local/ns/Team/sa/Bot");
+        assert!(TrustDomain::new("warden.local").is_ok());
     }
 
     #[test]

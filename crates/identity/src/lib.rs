@@ -16,6 +16,8 @@
 pub mod authorizer;
 pub mod bundle;
 pub mod ca;
+mod crypto;
+mod h2_authority;
 pub mod id;
 pub mod jwt;
 pub mod pem;

@@ -36,3 +36,12 @@ pub fn encode(label: &str, der: &[u8]) -> String {
 pub fn encode_certificate(der: &[u8]) -> String {
     encode("CERTIFICATE", der)
 }
+
+// spiffe-helper's file layout: written by the embedded CA, read by the file source. Kept in
+// this leaf module so that neither of those imports the other.
+/// The certificate chain, leaf first.
+pub const SVID_CERT_FILE: &str = "svid.pem";
+/// The private key.
+pub const SVID_KEY_FILE: &str = "svid_key.pem";
+/// The trust bundle of the SVID's trust domain.
+pub const SVID_BUNDLE_FILE: &str = "svid_bundle.pem";

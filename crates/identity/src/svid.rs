@@ -313,7 +313,7 @@ fn check_already_valid(cert: &X509Certificate<'_>, now: UnixTime) -> Result<(), 
 
 /// Rules `known_trust_domain` and `chain_verifies`: the bundle is the one of the SVID's own
 /// trust domain, never another trusted domain's.
-fn check_chain(
+pub(crate) fn check_chain(
     leaf: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     id: &SpiffeId,
@@ -338,7 +338,7 @@ fn check_chain(
     };
     end_entity
         .verify_for_usage(
-            crate::tls::signature_algorithms().all,
+            crate::crypto::signature_algorithms().all,
             bundle.anchors(),
             intermediates,
             now,
@@ -381,41 +381,14 @@ pub fn validate_x509_svid(
 }
 
 /// The leaf's own rules at `now`; its SPIFFE ID when all hold.
-fn check_leaf(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<SpiffeId, SvidRejection> {
+pub(crate) fn check_leaf(
+    leaf: &CertificateDer<'_>,
+    now: UnixTime,
+) -> Result<SpiffeId, SvidRejection> {
     let cert = parse_leaf(leaf)?;
     let id = leaf_spiffe_id(&cert)?;
     for (_, check) in LEAF_CHECKS {
         check(&cert, now)?;
-    }
-    Ok(id)
-}
-
-/// [`validate_x509_svid`] for the TLS verifiers: the same rules, but a chain that already
-/// verified against these very bundles is not verified again (see
-/// [`crate::verified_chains`]).
-pub(crate) fn validate_x509_svid_cached(
-    leaf: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    bundles: &std::sync::Arc<TrustBundleSet>,
-    role: PeerRole,
-    now: UnixTime,
-    verified: &crate::verified_chains::VerifiedChains,
-) -> Result<SpiffeId, SvidRejection> {
-    let id = check_leaf(leaf, now)?;
-    let key = crate::verified_chains::chain_key(leaf, intermediates, role);
-    if verified.contains(bundles, &key, now) {
-        return Ok(id);
-    }
-    check_chain(leaf, intermediates, &id, bundles, role, now)?;
-    // Usable until the first intermediate expires (the leaf's own dates are checked above on
-    // every call). An unreadable intermediate is simply not remembered.
-    let until = intermediates.iter().try_fold(u64::MAX, |until, der| {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-        Some(until.min(not_after))
-    });
-    if let Some(until) = until {
-        verified.insert(bundles, key, until);
     }
     Ok(id)
 }

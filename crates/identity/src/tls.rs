@@ -6,10 +6,9 @@
 //! [`PeerRejected`] inside `rustls::Error`, so the listener can log and count it by rule
 //! while the connection alone fails.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -22,34 +21,10 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::authorizer::{Authorizer, NotAuthorized};
 use crate::id::SpiffeId;
 use crate::source::SvidSource;
-use crate::svid::{PeerRole, SvidRejection, spiffe_id_of, validate_x509_svid_cached};
-use crate::verified_chains::VerifiedChains;
+use crate::svid::{PeerRole, SvidRejection, spiffe_id_of};
+use crate::verified_chains::{VerifiedChains, validate_x509_svid_cached};
 
-static PROVIDER: LazyLock<Arc<rustls::crypto::CryptoProvider>> = LazyLock::new(|| {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    // AES-128-GCM first (as Go and BoringSSL order them): its SHA-256 key schedule runs on the
-    // CPU's SHA extensions where SHA-384 does not, which is a tenth of a handshake's CPU.
-    // The AES-256 and ChaCha20 suites stay available, after it.
-    provider.cipher_suites.sort_by_key(|suite| {
-        !matches!(
-            suite.suite(),
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-        )
-    });
-    Arc::new(provider)
-});
-
-/// The aws-lc-rs crypto provider every Warden TLS endpoint uses.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    PROVIDER.clone()
-}
-
-/// The signature algorithms accepted in certificates and handshakes.
-pub fn signature_algorithms() -> WebPkiSupportedAlgorithms {
-    PROVIDER.signature_verification_algorithms
-}
+pub use crate::crypto::{crypto_provider, signature_algorithms};
 
 /// Why a peer was refused during the handshake.
 #[derive(Debug, Clone, thiserror::Error)]

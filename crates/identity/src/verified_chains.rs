@@ -20,7 +20,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::TrustBundleSet;
-use crate::svid::PeerRole;
+use crate::id::SpiffeId;
+use crate::svid::{PeerRole, SvidRejection};
 
 /// How many chains are remembered per bundle set.
 const CAPACITY: usize = 256;
@@ -99,6 +100,36 @@ impl VerifiedChains {
             .as_ref()
             .map_or(0, |e| e.chains.len())
     }
+}
+
+/// [`crate::svid::validate_x509_svid`] for the TLS verifiers: the same rules, but a chain that already
+/// verified against these very bundles is not verified again (see
+/// this module).
+pub(crate) fn validate_x509_svid_cached(
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    bundles: &std::sync::Arc<TrustBundleSet>,
+    role: PeerRole,
+    now: UnixTime,
+    verified: &VerifiedChains,
+) -> Result<SpiffeId, SvidRejection> {
+    let id = crate::svid::check_leaf(leaf, now)?;
+    let key = chain_key(leaf, intermediates, role);
+    if verified.contains(bundles, &key, now) {
+        return Ok(id);
+    }
+    crate::svid::check_chain(leaf, intermediates, &id, bundles, role, now)?;
+    // Usable until the first intermediate expires (the leaf's own dates are checked above on
+    // every call). An unreadable intermediate is simply not remembered.
+    let until = intermediates.iter().try_fold(u64::MAX, |until, der| {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let not_after = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+        Some(until.min(not_after))
+    });
+    if let Some(until) = until {
+        verified.insert(bundles, key, until);
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tonic::{Request, Response, Status};
 
 use crate::ca::{CertificateAuthority, IssuedSvid};
+use crate::h2_authority::AuthorityFix;
 use crate::id::SpiffeId;
 
 /// The generated protobuf types and gRPC stubs of the SPIFFE Workload API.
@@ -128,7 +129,7 @@ impl WorkloadApiServer {
                         service,
                         require_security_header,
                     ))
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(incoming(listener), async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await
@@ -158,6 +159,14 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         _ => {}
     }
     UnixListener::bind(path).map_err(err)
+}
+
+/// The connections of `listener`, each behind [`AuthorityFix`] so that grpcio clients'
+/// `:authority` (the percent-encoded socket path) is accepted.
+fn incoming(
+    listener: UnixListener,
+) -> impl Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
 }
 
 /// Issues an SVID for `id` now and again at every half-life, until `stop`.

@@ -1,25 +1,41 @@
-//! `warden verify`: proves a running local mesh does what it should, one row per property.
+//! `warden verify`: proves a running local mesh does what its manifests say, one row per
+//! property, for any mesh the loader accepts. Every check is derived from the compiled
+//! snapshot:
 //!
-//! It finds the roles in the compiled snapshot: the *orchestrator* (an agent with an accepted
-//! cross-namespace tool reference), the *specialist* (that reference's target) and a *rogue*
-//! (an agent the specialist does not admit). It calls the gateway as a workload of the
-//! orchestrator's namespace (`…/sa/warden-verify`) and as the rogue, with SVIDs from the mesh's
-//! CA, exactly as agents do.
+//! - every proxy has loaded the current snapshot (waited for, bounded);
+//! - every agent's card is served through the gateway with gateway URLs;
+//! - every tool reference works end to end from its agent's egress, with its headers (a
+//!   reference the policy no longer admits fails here, with the rule);
+//! - every pair of agents the policy denies is refused at the gateway, naming the rule;
+//! - a direct call that skips the gateway is refused by every Strict agent's sidecar;
+//! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
+//! - the audit log holds exactly this run's calls (found by this run's A2A context id).
+//!
+//! It calls as workloads with SVIDs from the mesh's CA, exactly as agents do.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 use warden_identity::ca::CertificateAuthority;
 use warden_identity::{IdentityCell, SpiffeId, X509Identity};
 use warden_model::MeshSnapshot;
+use warden_model::MtlsMode;
 use warden_model::policy::{Caller, decide};
+use warden_model::snapshot::CompiledAgent;
 use warden_proxy::config::Limits;
 use warden_proxy::forward::{Upstreams, Via};
 
-use crate::status::MeshStatus;
+use crate::status::{MeshStatus, ProcessHealth};
+
+/// How long `verify` waits for every proxy to load the current snapshot.
+pub const SYNC_LIMIT: Duration = Duration::from_secs(10);
+
+/// At most this many denied pairs are tried (the first ones, in manifest order).
+const MAX_DENIED_PAIRS: usize = 24;
 
 /// One verified property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +72,7 @@ struct Client {
 impl Client {
     fn as_workload(ca: &CertificateAuthority, id: &SpiffeId) -> Result<Self, String> {
         let svid = ca
-            .issue_x509(id, std::time::Duration::from_secs(600))
+            .issue_x509(id, Duration::from_secs(600))
             .map_err(|e| e.to_string())?;
         let identity = X509Identity::new(
             svid.chain.clone(),
@@ -80,21 +96,9 @@ impl Client {
         let Ok(request) = builder.body(Full::new(bytes)) else {
             return (0, "cannot build the request".into());
         };
-        let response = self.upstreams.send(request, via).await;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let (status, body) = crate::probe::mesh_request(&self.upstreams, request, via).await;
         (status, String::from_utf8_lossy(&body).into_owned())
     }
-}
-
-fn message(text: &str) -> Value {
-    serde_json::json!({"jsonrpc": "2.0", "id": "verify", "method": "SendMessage", "params": {"message": {
-        "role": "user", "messageId": "warden-verify", "parts": [{"kind": "text", "text": text}]}}})
 }
 
 fn short(text: &str) -> String {
@@ -102,269 +106,521 @@ fn short(text: &str) -> String {
     t.replace('\n', " ")
 }
 
+/// One `verify` run: the mesh, the CA, and the A2A context id that marks this run's calls.
+struct Run {
+    status: MeshStatus,
+    snapshot: MeshSnapshot,
+    ca: CertificateAuthority,
+    context: String,
+    gateway: String,
+    gateway_id: SpiffeId,
+    /// Calls made through the gateway: the decision the gateway must have logged, when the
+    /// answer shows it (a failed tool call may have been refused by the gateway or later).
+    audited: Vec<Option<bool>>,
+}
+
+impl Run {
+    fn message(&self, text: &str) -> Value {
+        serde_json::json!({"jsonrpc": "2.0", "id": "verify", "method": "SendMessage", "params": {"message": {
+            "role": "user", "messageId": format!("{}-{text}", self.context), "contextId": self.context,
+            "parts": [{"kind": "text", "text": text}]}}})
+    }
+
+    fn url(&self, agent: &CompiledAgent) -> String {
+        format!(
+            "{}/api/a2a/{}/{}/",
+            self.gateway, agent.namespace, agent.name
+        )
+    }
+
+    fn id(&self, namespace: &str, sa: &str) -> Result<SpiffeId, String> {
+        SpiffeId::for_workload(self.snapshot.trust_domain(), namespace, sa)
+            .map_err(|e| e.to_string())
+    }
+
+    fn allowed(&self, caller: &SpiffeId, target: &CompiledAgent, method: &str) -> bool {
+        decide(
+            &self.snapshot,
+            &Caller::Spiffe(caller.clone()),
+            &target.namespace,
+            &target.name,
+            method,
+        )
+        .allowed
+    }
+}
+
+fn read_snapshot(state_dir: &Path) -> Result<MeshSnapshot, String> {
+    let path = state_dir.join("snapshot.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The newest modification time of the manifest files at `path`.
+fn newest_manifest(path: &Path) -> Option<std::time::SystemTime> {
+    let files: Vec<std::path::PathBuf> = match path.is_dir() {
+        true => std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect(),
+        false => vec![path.to_owned()],
+    };
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Why the snapshot in force is not yet the manifests' latest word, if it is not: an edit
+/// `up` has not compiled yet, or one it refused.
+fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
+    if let Some(error) = &status.manifests_error {
+        return Some(format!("the last manifest edit was not applied: {error}"));
+    }
+    let snapshot = std::fs::metadata(state_dir.join("snapshot.json"))
+        .and_then(|m| m.modified())
+        .ok()?;
+    let newest = newest_manifest(Path::new(&status.manifests))?;
+    (newest > snapshot).then(|| format!("{} changed after the snapshot in force", status.manifests))
+}
+
+/// Waits (up to [`SYNC_LIMIT`]) until the snapshot reflects the manifests, every proxy
+/// reports its version and every process is Ready; the row says what is behind when it gives
+/// up.
+async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Check), String> {
+    let start = Instant::now();
+    loop {
+        let snapshot = read_snapshot(state_dir)?;
+        let version = snapshot.version();
+        let mut status = MeshStatus::load(state_dir).map_err(|e| e.to_string())?;
+        status.snapshot_version = version;
+        status.refresh().await;
+        let mut behind: Vec<String> = pending_edit(state_dir, &status).into_iter().collect();
+        behind.extend(
+            status
+                .processes
+                .iter()
+                .filter(|p| !p.synced(version) || p.health != ProcessHealth::Ready)
+                .map(|p| {
+                    format!(
+                        "{}: {:?}, snapshot {}",
+                        p.name,
+                        p.health,
+                        p.snapshot_version
+                            .map_or("none".to_owned(), |v| format!("v{v}"))
+                    )
+                }),
+        );
+        // A refused edit will not fix itself: no point in waiting.
+        let refused = status.manifests_error.is_some();
+        if behind.is_empty() || refused || start.elapsed() > SYNC_LIMIT {
+            let check = Check {
+                name: format!("every process is Ready and every proxy runs snapshot v{version}"),
+                pass: behind.is_empty(),
+                detail: if behind.is_empty() {
+                    format!(
+                        "{} processes, after {} ms",
+                        status.processes.len(),
+                        start.elapsed().as_millis()
+                    )
+                } else {
+                    format!(
+                        "after {} ms: {}",
+                        start.elapsed().as_millis(),
+                        behind.join("; ")
+                    )
+                },
+            };
+            return Ok((status, snapshot, check));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
-    let status = MeshStatus::load(state_dir)?;
-    let snapshot_path = state_dir.join("snapshot.json");
-    let snapshot: MeshSnapshot = serde_json::from_str(
-        &std::fs::read_to_string(&snapshot_path)
-            .map_err(|e| format!("{}: {e}", snapshot_path.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", snapshot_path.display()))?;
+    let (status, snapshot, synced) = wait_synced(state_dir).await?;
     let ca = CertificateAuthority::load(Path::new(&status.ca.dir)).map_err(|e| e.to_string())?;
-
-    // Roles. The orchestrator's tool is looked up in the snapshot *as written*, accepted or not,
-    // so that a revoked grant shows up as a failed delegation rather than a missing role.
-    let orchestrator = snapshot
-        .agents()
-        .iter()
-        .find(|a| a.tools.iter().any(|t| t.namespace != a.namespace))
-        .ok_or("no agent has a cross-namespace tool reference: nothing to verify")?;
-    let tool = orchestrator
-        .tools
-        .iter()
-        .find(|t| t.namespace != orchestrator.namespace)
-        .ok_or("no tool")?;
-    let specialist = snapshot
-        .agent(&tool.namespace, &tool.name)
-        .ok_or("the tool's target is not in the snapshot")?;
-    let rogue = snapshot.agents().iter().find(|a| {
-        a.key() != orchestrator.key()
-            && a.key() != specialist.key()
-            && !decide(
-                &snapshot,
-                &Caller::Spiffe(a.spiffe_id.clone()),
-                &specialist.namespace,
-                &specialist.name,
-                "SendMessage",
-            )
-            .allowed
-    });
-    let place = |key: &str| {
-        status
-            .agents
-            .iter()
-            .find(|a| format!("{}/{}", a.namespace, a.name) == key)
+    let audit_path = std::path::PathBuf::from(&status.gateway.audit_log);
+    let audit_start = std::fs::metadata(&audit_path).map_or(0, |m| m.len());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut run = Run {
+        gateway: status
+            .gateway
+            .url
+            .trim_end_matches('/')
+            .replace("http://", "https://"),
+        gateway_id: SpiffeId::new(&status.gateway.spiffe_id).map_err(|e| e.to_string())?,
+        context: format!("warden-verify-{}-{nanos}", std::process::id()),
+        status,
+        snapshot,
+        ca,
+        audited: Vec::new(),
     };
-    let gateway_id = SpiffeId::new(&status.gateway.spiffe_id).map_err(|e| e.to_string())?;
-    let gw = status
-        .gateway
-        .url
-        .trim_end_matches('/')
-        .replace("http://", "https://");
-    let via_gateway = Via::Mesh(&gateway_id);
-    let verifier_id = SpiffeId::for_workload(
-        snapshot.trust_domain(),
-        &orchestrator.namespace,
-        "warden-verify",
-    )
-    .map_err(|e| e.to_string())?;
-    let verifier = Client::as_workload(&ca, &verifier_id)?;
-    let mut checks = Vec::new();
+    let mut checks = vec![synced];
+    checks.push(cards(&run).await?);
+    checks.extend(tool_references(&mut run).await?);
+    checks.extend(denied_pairs(&mut run).await?);
+    checks.extend(direct_calls(&run).await?);
+    checks.push(mtls(&run));
+    checks.extend(audit(&run, &audit_path, audit_start));
+    Ok(checks)
+}
 
-    // 1. Cards through the gateway carry gateway URLs.
+/// Every card through the gateway, fetched as a caller its policy admits, carries gateway
+/// URLs and no internal address.
+async fn cards(run: &Run) -> Result<Check, String> {
     let mut problems = Vec::new();
-    for agent in [orchestrator, specialist] {
-        let url = format!(
-            "{gw}/api/a2a/{}/{}/.well-known/agent-card.json",
-            agent.namespace, agent.name
-        );
-        let (code, body) = verifier.call(&url, via_gateway, None).await;
-        let leaked: Vec<&str> = status
+    let mut unreachable = Vec::new();
+    let mut fetched = 0;
+    for agent in run.snapshot.agents() {
+        let own = run.id(&agent.namespace, "warden-verify")?;
+        let caller = std::iter::once(own)
+            .chain(run.snapshot.agents().iter().map(|a| a.spiffe_id.clone()))
+            .find(|id| run.allowed(id, agent, "GetAgentCard"));
+        let Some(caller) = caller else {
+            unreachable.push(agent.key());
+            continue;
+        };
+        let client = Client::as_workload(&run.ca, &caller)?;
+        let url = format!("{}.well-known/agent-card.json", run.url(agent));
+        let (code, body) = client.call(&url, Via::Mesh(&run.gateway_id), None).await;
+        let leaked: Vec<&str> = run
+            .status
             .agents
             .iter()
             .flat_map(|a| [a.app_address.as_str(), a.sidecar_address.as_str()])
             .filter(|addr| body.contains(addr))
             .collect();
-        let card: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let expected = format!(
             "{}/api/a2a/{}/{}/",
-            status.gateway.url, agent.namespace, agent.name
+            run.status.gateway.url, agent.namespace, agent.name
         );
-        if code != 200 || card["url"] != expected.as_str() || !leaked.is_empty() {
+        fetched += 1;
+        if code != 200 || !body.contains(&expected) || !leaked.is_empty() {
             problems.push(format!(
-                "{}: {code} url={} leaked={leaked:?}",
+                "{}: {code}, gateway URL present: {}, internal addresses: {leaked:?}",
                 agent.key(),
-                card["url"]
+                body.contains(&expected)
             ));
         }
     }
-    checks.push(Check {
+    Ok(Check {
         name: "cards are served through the gateway with gateway URLs".into(),
         pass: problems.is_empty(),
         detail: if problems.is_empty() {
-            format!(
-                "{} and {} point at {}",
-                orchestrator.key(),
-                specialist.key(),
-                status.gateway.url
-            )
+            let mut detail = format!("{fetched} cards point at {}", run.status.gateway.url);
+            if !unreachable.is_empty() {
+                detail.push_str(&format!(
+                    "; not fetched (no agent of the mesh may): {}",
+                    unreachable.join(", ")
+                ));
+            }
+            detail
         } else {
             problems.join("; ")
         },
-    });
+    })
+}
 
-    // 2. Delegation: the orchestrator calls the specialist through its egress and the gateway.
-    let url = format!(
-        "{gw}/api/a2a/{}/{}/",
-        orchestrator.namespace, orchestrator.name
-    );
-    let (code, body) = verifier
-        .call(&url, via_gateway, Some(&message("please delegate")))
-        .await;
-    let reply: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let delegate = &reply["result"]["metadata"]["delegate"];
-    let seen = &delegate["reply"]["result"]["metadata"];
-    let header = tool.headers.first().map(|(h, _)| h.to_ascii_lowercase());
-    let caller_ok = seen["caller"] == orchestrator.spiffe_id.as_str();
-    let header_ok = header.as_ref().is_none_or(|h| {
-        seen["delegationHeaders"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == h.as_str()))
-    });
-    let pass = code == 200 && delegate["status"] == 200 && caller_ok && header_ok;
-    checks.push(Check {
-        name: format!(
-            "delegation: {} calls {} through its egress and the gateway",
-            orchestrator.key(),
-            specialist.key()
-        ),
-        pass,
-        detail: if pass {
-            format!(
-                "{} saw caller {} and header {}",
-                specialist.key(),
-                seen["caller"],
-                header.unwrap_or_default()
-            )
-        } else if code != 200 {
-            format!("the orchestrator answered {code}: {}", short(&body))
-        } else {
-            format!(
-                "the specialist's answer to the orchestrator: {} {}",
-                delegate["status"],
-                short(&delegate["reply"].to_string())
-            )
-        },
-    });
-
-    // 3. The rogue is denied at the gateway, with the rule named.
-    let specialist_url = format!("{gw}/api/a2a/{}/{}/", specialist.namespace, specialist.name);
-    match rogue {
-        Some(rogue) => {
-            let client = Client::as_workload(&ca, &rogue.spiffe_id)?;
-            let (code, body) = client
-                .call(&specialist_url, via_gateway, Some(&message("let me in")))
-                .await;
-            let rule = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["data"]["rule"].as_str().map(str::to_owned));
-            checks.push(Check {
-                name: format!("{} is denied access to {}", rogue.key(), specialist.key()),
-                pass: code == 403 && rule.is_some(),
-                detail: format!(
-                    "{code}, rule {}",
-                    rule.unwrap_or_else(|| "not named".into())
-                ),
+/// Every tool reference: the agent's egress → gateway → target; the target must see the
+/// agent as caller and every delegation header (when it reports them, as the echo agent does).
+async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
+    let client = Client::as_workload(&run.ca, &run.id("warden-system", "warden-verify")?)?;
+    let mut checks = Vec::new();
+    let agents = run.snapshot.agents().to_vec();
+    for agent in &agents {
+        let Some(egress) = run
+            .status
+            .agents
+            .iter()
+            .find(|a| a.key() == agent.key())
+            .map(|a| a.egress_address.clone())
+        else {
+            continue;
+        };
+        for tool in &agent.tools {
+            let Some(target) = run.snapshot.agent(&tool.namespace, &tool.name).cloned() else {
+                continue;
+            };
+            let url = format!("http://{egress}/api/a2a/{}/{}/", tool.namespace, tool.name);
+            let message = run.message("tool reference");
+            let (code, body) = client.call(&url, Via::Plain, Some(&message)).await;
+            // The gateway's decision, when the answer shows it was the gateway's.
+            let admitted = run.allowed(&agent.spiffe_id, &target, "SendMessage");
+            run.audited.push(match (admitted, code) {
+                (true, 200) => Some(true),
+                (false, 403) => Some(false),
+                _ => None,
             });
-
-            // 4. Skipping the gateway does not help.
-            let sidecar = place(&specialist.key())
-                .map(|p| p.sidecar_address.clone())
-                .unwrap_or_default();
-            let plain = verifier
-                .call(
-                    &format!("http://{sidecar}/"),
-                    Via::Plain,
-                    Some(&message("direct")),
-                )
-                .await;
-            let direct = client
-                .call(
-                    &format!("https://{sidecar}/"),
-                    Via::Mesh(&specialist.spiffe_id),
-                    Some(&message("direct")),
-                )
-                .await;
-            let plain_refused = plain.0 != 200;
-            checks.push(Check {
-                name: format!(
-                    "a direct call to {}'s sidecar that skips the gateway is refused",
-                    specialist.key()
-                ),
-                pass: plain_refused && direct.0 == 403,
-                detail: format!(
-                    "plaintext: {} ({}); mTLS as {}: {}",
-                    plain.0,
-                    if plain_refused { "refused" } else { "ACCEPTED" },
-                    rogue.key(),
-                    direct.0
-                ),
-            });
-        }
-        None => {
-            checks.push(Check {
-                name: "a rogue agent is denied".into(),
-                pass: false,
-                detail: "no agent outside the specialist's policy to try with".into(),
-            });
-            checks.push(Check {
-                name: "a direct call that skips the gateway is refused".into(),
-                pass: false,
-                detail: "no rogue agent".into(),
-            });
+            checks.push(tool_check(agent, tool, &target, code, &body));
         }
     }
+    Ok(checks)
+}
 
-    // 5. mTLS everywhere, cards fetched over mTLS from the expected identity.
+fn tool_check(
+    agent: &CompiledAgent,
+    tool: &warden_model::snapshot::CompiledTool,
+    target: &CompiledAgent,
+    code: u16,
+    body: &str,
+) -> Check {
+    let reply: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let seen = &reply["result"]["metadata"];
+    let reports = seen.get("caller").is_some();
+    let caller_ok = !reports || seen["caller"] == agent.spiffe_id.as_str();
+    let missing: Vec<String> = tool
+        .headers
+        .iter()
+        .map(|(h, _)| h.to_ascii_lowercase())
+        .filter(|h| {
+            reports
+                && !seen["delegationHeaders"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == h.as_str()))
+        })
+        .collect();
+    let pass = tool.accepted && code == 200 && caller_ok && missing.is_empty();
+    let detail = if pass && reports {
+        let names: Vec<&str> = tool.headers.iter().map(|(h, _)| h.as_str()).collect();
+        format!(
+            "{} saw caller {} and headers [{}]",
+            target.key(),
+            seen["caller"],
+            names.join(", ")
+        )
+    } else if pass {
+        format!("200 from {} (it does not report what it saw)", target.key())
+    } else if code != 200 {
+        format!(
+            "{code} {}{}",
+            short(body),
+            match tool.accepted {
+                true => String::new(),
+                false => "; the reference is not accepted by the target's policy".into(),
+            }
+        )
+    } else {
+        format!(
+            "200, but {} saw caller {} and lacked headers {missing:?}",
+            target.key(),
+            seen["caller"]
+        )
+    };
+    Check {
+        name: format!(
+            "delegation: {} calls {} through its egress and the gateway",
+            agent.key(),
+            target.key()
+        ),
+        pass,
+        detail,
+    }
+}
+
+/// Every pair (caller agent, target agent) the policy denies is refused at the gateway with
+/// 403 naming the rule.
+async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
+    let agents = run.snapshot.agents().to_vec();
+    let mut pairs = Vec::new();
+    for target in &agents {
+        for caller in agents.iter().filter(|c| c.key() != target.key()) {
+            let d = decide(
+                &run.snapshot,
+                &Caller::Spiffe(caller.spiffe_id.clone()),
+                &target.namespace,
+                &target.name,
+                "SendMessage",
+            );
+            if !d.allowed {
+                pairs.push((caller, target, d.rule.name()));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let total = pairs.len();
+    let mut seen = Vec::new();
     let mut problems = Vec::new();
-    for a in &status.agents {
-        let mtls = a
-            .conditions
+    for (caller, target, rule) in pairs.into_iter().take(MAX_DENIED_PAIRS) {
+        let client = Client::as_workload(&run.ca, &caller.spiffe_id)?;
+        let message = run.message("denied pair");
+        let (code, body) = client
+            .call(&run.url(target), Via::Mesh(&run.gateway_id), Some(&message))
+            .await;
+        run.audited.push((code == 403).then_some(false));
+        let pair = format!("{} → {}", caller.key(), target.key());
+        if code == 403 && body.contains(rule) {
+            seen.push(format!("{pair}: 403 {rule}"));
+        } else {
+            problems.push(format!(
+                "{pair}: {code} {} (expected 403 {rule})",
+                short(&body)
+            ));
+        }
+    }
+    let tried = seen.len() + problems.len();
+    Ok(Some(Check {
+        name: format!("every denied pair of agents is refused at the gateway ({tried} of {total})"),
+        pass: problems.is_empty(),
+        detail: if problems.is_empty() {
+            seen.join("; ")
+        } else {
+            problems.join("; ")
+        },
+    }))
+}
+
+/// A call that skips the gateway: plaintext to every Strict sidecar is refused, and an mTLS
+/// caller its policy does not admit gets 403.
+async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
+    let outsider = run.id("warden-verify-outsider", "warden-verify")?;
+    let client = Client::as_workload(&run.ca, &outsider)?;
+    let mut checks = Vec::new();
+    for agent in run
+        .snapshot
+        .agents()
+        .iter()
+        .filter(|a| a.mtls_mode == MtlsMode::Strict)
+    {
+        let Some(sidecar) = run
+            .status
+            .agents
             .iter()
-            .any(|c| c.kind == "MTLSReady" && c.status == "True");
+            .find(|a| a.key() == agent.key())
+            .map(|a| a.sidecar_address.clone())
+        else {
+            continue;
+        };
+        let message = run.message("direct");
+        let plain = plaintext_call(&sidecar, &message).await;
+        let plain_refused = !matches!(plain, Ok(200..=299));
+        let mut detail = match plain {
+            Ok(code) if plain_refused => format!("plaintext: {code} (refused)"),
+            Ok(code) => format!("plaintext: {code} (ACCEPTED)"),
+            Err(e) => format!("plaintext: refused ({e})"),
+        };
+        let mut pass = plain_refused;
+        if !run.allowed(&outsider, agent, "SendMessage") {
+            let (code, _) = client
+                .call(
+                    &format!("https://{sidecar}/"),
+                    Via::Mesh(&agent.spiffe_id),
+                    Some(&message),
+                )
+                .await;
+            pass &= code == 403;
+            detail.push_str(&format!("; mTLS as {outsider}: {code}"));
+        }
+        checks.push(Check {
+            name: format!(
+                "a direct call to {}'s sidecar that skips the gateway is refused",
+                agent.key()
+            ),
+            pass,
+            detail,
+        });
+    }
+    Ok(checks)
+}
+
+/// A plaintext JSON-RPC call straight to a sidecar's mesh port: its status, or why the
+/// sidecar gave none (a Strict sidecar drops the connection).
+async fn plaintext_call(sidecar: &str, message: &Value) -> Result<u16, String> {
+    let addr: std::net::SocketAddr = sidecar
+        .parse()
+        .map_err(|e| format!("sidecar address {sidecar}: {e}"))?;
+    let request = http::Request::post("/")
+        .header(http::header::HOST, sidecar)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(message.to_string())))
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::probe::plain_request(addr, request),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_owned())?;
+    answer.map(|(code, _)| code)
+}
+
+/// Every agent with mTLS is MTLSReady (its sidecar's own word) and its card came over mTLS.
+fn mtls(run: &Run) -> Check {
+    let mut problems = Vec::new();
+    let with_mtls: Vec<_> = run
+        .status
+        .agents
+        .iter()
+        .filter(|a| a.mtls_mode != "Disabled")
+        .collect();
+    for a in &with_mtls {
+        let mtls = a.condition("MTLSReady") == "True";
         let card_ok = a.card.as_ref().is_some_and(|c| {
             c.transport_security == "mtls"
                 && c.attested_spiffe_id.as_deref() == Some(a.spiffe_id.as_str())
         });
         if !mtls || !card_ok {
             problems.push(format!(
-                "{}/{}: MTLSReady={mtls} card={:?}",
-                a.namespace, a.name, a.card
+                "{}: MTLSReady={} card={:?}",
+                a.key(),
+                a.condition("MTLSReady"),
+                a.card
             ));
         }
     }
-    checks.push(Check {
-        name: "every agent is MTLSReady and its card was fetched over mTLS from its SPIFFE ID"
+    Check {
+        name: "every agent with mTLS is MTLSReady and its card was fetched over mTLS from its SPIFFE ID"
             .into(),
         pass: problems.is_empty(),
         detail: if problems.is_empty() {
-            format!("{} agents", status.agents.len())
+            format!("{} agents", with_mtls.len())
         } else {
             problems.join("; ")
         },
-    });
+    }
+}
 
-    // 6. The audit log holds the allowed and the denied calls.
-    let audit = std::fs::read_to_string(&status.gateway.audit_log).unwrap_or_default();
-    let lines: Vec<Value> = audit
+/// The audit log holds one line per call this run made through the gateway, with the
+/// decision the run saw (its lines carry this run's context id; other lines are ignored).
+fn audit(run: &Run, path: &Path, from: u64) -> Option<Check> {
+    if run.audited.is_empty() {
+        return None;
+    }
+    let text = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(0);
+    let tail = match text.len() >= from {
+        true => &text[from..],
+        false => &text[..],
+    };
+    let ours: Vec<Value> = String::from_utf8_lossy(tail)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["context_id"] == run.context.as_str())
         .collect();
-    let target = specialist.key();
-    let allowed = lines
-        .iter()
-        .any(|l| l["target"] == target.as_str() && l["decision"] == "allow");
-    let denied = lines
-        .iter()
-        .any(|l| l["target"] == target.as_str() && l["decision"] == "deny");
-    checks.push(Check {
-        name: "the audit log holds the allowed and the denied calls".into(),
-        pass: allowed && denied,
+    let count = |allowed: bool| {
+        let decision = if allowed { "allow" } else { "deny" };
+        let made = run.audited.iter().filter(|d| **d == Some(allowed)).count();
+        let logged = ours.iter().filter(|l| l["decision"] == decision).count();
+        (made, logged)
+    };
+    let (allowed_made, allowed_logged) = count(true);
+    let (denied_made, denied_logged) = count(false);
+    // Allowed calls may cause more allowed lines (an agent that delegates onwards).
+    let pass = allowed_made <= allowed_logged
+        && denied_made == denied_logged
+        && ours.len() >= run.audited.len();
+    Some(Check {
+        name: "the audit log holds this run's allowed and denied calls".into(),
+        pass,
         detail: format!(
-            "{} lines; allowed call to {target}: {allowed}; denied call: {denied}",
-            lines.len()
+            "{} lines of this run's {} calls in {}: {allowed_logged} allowed (succeeded: {allowed_made}), {denied_logged} denied (refused at the gateway: {denied_made})",
+            ours.len(),
+            run.audited.len(),
+            path.display()
         ),
-    });
-    Ok(checks)
+    })
 }

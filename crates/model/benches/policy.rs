@@ -9,11 +9,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use warden_identity::SpiffeId;
 use warden_model::loader::{Manifests, Origin, Sourced};
 use warden_model::policy::{Caller, decide};
-use warden_model::resources::{Agent, AgentSpec, AllowedNamespaces, NamespaceFrom};
+use warden_model::resources::{Agent, AgentSpec, AllowedNamespaces, LabelSelector, NamespaceFrom};
 
 fn origin() -> Origin {
     Origin {

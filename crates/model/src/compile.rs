@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use warden_identity::{SpiffeId, TrustDomain};
 
+use crate::kagenti::{ModeOverrides, ModeSource, conflict, resolve_modes};
 use crate::loader::{Manifests, ModelError, Origin, Sourced};
 use crate::policy::{Caller, decide};
 use crate::resources::{Agent, HeaderFrom, MtlsMode, NamespaceFrom, SYSTEM_NAMESPACE};
@@ -28,9 +29,18 @@ const TOOL_CHECK_METHOD: &str = "SendMessage";
 /// Headers that carry caller identity between hops; delegation headers may not set them.
 pub const RESERVED_HEADERS: [&str; 2] = ["x-forwarded-client-cert", "x-warden-caller"];
 
-/// Compiles manifests into a snapshot with the given version.
+/// Compiles manifests into a snapshot with the given version. Errors about resources read
+/// from users' own kinds name the fields as they wrote them.
 pub fn compile(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, Vec<ModelError>> {
+    compile_located(manifests, version).map_err(|errors| manifests.locate(errors))
+}
+
+fn compile_located(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, Vec<ModelError>> {
     let mut errors = Vec::new();
+    let overrides = resolve_modes(manifests).unwrap_or_else(|e| {
+        errors.extend(e);
+        ModeOverrides::new()
+    });
 
     // MeshConfig: at most one.
     let config = match manifests.mesh_configs.as_slice() {
@@ -160,7 +170,13 @@ pub fn compile(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, Vec<
     let mut seen: HashMap<(String, String), &Origin> = HashMap::new();
     for sourced in &manifests.agents {
         let before = errors.len();
-        let agent = compile_agent(sourced, &trust_domain, default_mode, &mut errors);
+        let agent = compile_agent(
+            sourced,
+            &trust_domain,
+            default_mode,
+            &overrides,
+            &mut errors,
+        );
         if let Some(agent) = agent {
             let key = (agent.namespace.clone(), agent.name.clone());
             if let Some(first) = seen.insert(key, &sourced.origin) {
@@ -253,10 +269,38 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// The agent's mode: its own `spec.mtls.mode`, else what an AgentRuntime or a pod-template
+/// annotation set, else the mesh default. Its own and another resource's that differ are an
+/// error naming both.
+fn agent_mode(
+    sourced: &Sourced<Agent>,
+    key: &(String, String),
+    default_mode: MtlsMode,
+    overrides: &ModeOverrides,
+    errors: &mut Vec<ModelError>,
+) -> MtlsMode {
+    let own = sourced.resource.spec.mtls.as_ref().and_then(|m| m.mode);
+    match (own, overrides.get(key)) {
+        (Some(mode), Some(other)) if mode != other.mode => {
+            let own = ModeSource {
+                mode,
+                origin: sourced.origin.clone(),
+                how: "spec.mtls.mode".into(),
+            };
+            errors.push(conflict(other, &own, key));
+            mode
+        }
+        (Some(mode), _) => mode,
+        (None, Some(other)) => other.mode,
+        (None, None) => default_mode,
+    }
+}
+
 fn compile_agent(
     sourced: &Sourced<Agent>,
     trust_domain: &TrustDomain,
     default_mode: MtlsMode,
+    overrides: &ModeOverrides,
     errors: &mut Vec<ModelError>,
 ) -> Option<CompiledAgent> {
     let origin = &sourced.origin;
@@ -354,6 +398,13 @@ fn compile_agent(
             );
         }
     }
+    let mtls_mode = agent_mode(
+        sourced,
+        &(namespace.clone(), name.clone()),
+        default_mode,
+        overrides,
+        errors,
+    );
     let spiffe_id = SpiffeId::for_workload(trust_domain, &namespace, &service_account)
         .map_err(|e| {
             errors.push(ModelError::at(
@@ -369,11 +420,7 @@ fn compile_agent(
         service_account,
         spiffe_id,
         port: spec.port,
-        mtls_mode: spec
-            .mtls
-            .as_ref()
-            .and_then(|m| m.mode)
-            .unwrap_or(default_mode),
+        mtls_mode,
         allowed_from: spec.allowed_namespaces.from,
         selector,
         allowed_callers: allowed_callers?,

@@ -6,10 +6,18 @@
 //!   field and rule;
 //! - [`compile`](mod@compile): manifests → [`MeshSnapshot`] with indexes built once;
 //! - [`policy`]: `decide` (allocation-free) and `explain` (the same code, traced);
+//! - [`kagent`], [`kagenti`]: users' existing kinds (kagent's `Agent`, kagenti's
+//!   `AgentRuntime`) read as they are and enforced like Warden's own;
+//! - [`convert`](mod@convert): those kinds → the equivalent `warden.dev` manifests;
+//! - [`lint`]: warnings for valid manifests that admit more than they seem to;
 //! - [`selector`]: Kubernetes label-selector semantics;
 //! - [`store`]: the current snapshot, replaced only by a good one.
 
 pub mod compile;
+pub mod convert;
+pub mod kagent;
+pub mod kagenti;
+pub mod lint;
 pub mod loader;
 pub mod policy;
 pub mod resources;
@@ -18,6 +26,8 @@ pub mod snapshot;
 pub mod store;
 
 pub use compile::compile;
+pub use convert::convert;
+pub use lint::lint;
 pub use loader::{Manifests, ModelError, load_path};
 pub use policy::{Caller, Decision, Explanation, Rule, decide, explain};
 pub use resources::{Agent, AgentSpec, MeshConfig, MeshConfigSpec, MtlsMode};

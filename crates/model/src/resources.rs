@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -76,8 +76,13 @@ impl FromStr for MtlsMode {
     namespaced,
     status = "AgentStatus",
     shortname = "wag",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mtlsMode"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"MTLSReady","type":"string","jsonPath":".status.conditions[?(@.type==\"MTLSReady\")].status"}"#,
+    printcolumn = r#"{"name":"Card","type":"string","jsonPath":".status.card.transportSecurity"}"#,
+    printcolumn = r#"{"name":"SPIFFE ID","type":"string","priority":1,"jsonPath":".status.card.attestedSpiffeId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSpec {
@@ -160,6 +165,42 @@ pub struct AllowedNamespaces {
     pub selector: Option<LabelSelector>,
 }
 
+/// A Kubernetes label selector over namespace labels (`metav1.LabelSelector`'s fields).
+///
+/// Warden's own type rather than k8s-openapi's, because that one ignores unknown fields: a
+/// misspelt `matchLabel:` would leave an empty selector, which matches every namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Requirements that must all hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
+}
+
+impl LabelSelector {
+    /// True when the selector has no requirement at all, and so matches every namespace.
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && self.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
+    pub operator: String,
+    /// The values, for In and NotIn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
 /// A tool reference: this agent calls another agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -239,6 +280,10 @@ pub struct LocalProcess {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStatus {
+    /// The mTLS mode the agent's sidecars run in, resolved (annotation, agent, MeshConfig,
+    /// default): `kubectl get agents` shows it as MODE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_mode: Option<MtlsMode>,
     /// `Accepted`, `MTLSReady`, `CardDiscovered`, `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -276,7 +321,15 @@ pub enum TransportSecurity {
 
 /// Mesh-wide settings; one per mesh (cluster-scoped).
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "warden.dev", version = "v1alpha1", kind = "MeshConfig")]
+#[kube(
+    group = "warden.dev",
+    version = "v1alpha1",
+    kind = "MeshConfig",
+    status = "MeshConfigStatus",
+    printcolumn = r#"{"name":"Trust Domain","type":"string","jsonPath":".spec.trustDomain"}"#,
+    printcolumn = r#"{"name":"Default Mode","type":"string","jsonPath":".spec.defaultMtlsMode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshConfigSpec {
     /// The trust domain of every agent; default `warden.local`.
@@ -294,6 +347,15 @@ pub struct MeshConfigSpec {
     /// Issuers whose JWTs the gateway accepts as caller identities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_issuers: Vec<JwtIssuer>,
+}
+
+/// What the controller observed about the mesh-wide settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfigStatus {
+    /// E.g. `Accepted` (the settings compiled) with the reason when not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// The identity provider.

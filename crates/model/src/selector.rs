@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
+
+use crate::resources::LabelSelector;
 
 /// Labels of a namespace.
 pub type Labels = BTreeMap<String, String>;

@@ -5,15 +5,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 use warden_identity::SpiffeId;
 use warden_model::loader::{Manifests, Origin, Sourced};
 use warden_model::policy::{CARD_METHOD, Caller, decide};
 use warden_model::resources::{
-    Agent, AgentSpec, AllowedNamespaces, MtlsMode, MtlsSpec, NamespaceFrom,
+    Agent, AgentSpec, AllowedNamespaces, LabelSelector, LabelSelectorRequirement, MtlsMode,
+    MtlsSpec, NamespaceFrom,
 };
 
 const NAMESPACES: [&str; 5] = ["ns-a", "ns-b", "ns-c", "ns-d", "warden-system"];

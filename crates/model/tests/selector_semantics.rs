@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use warden_model::resources::{LabelSelector, LabelSelectorRequirement};
 use warden_model::selector::{Selector, matches};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -3,8 +3,8 @@
 //! A generated response (denial, error) is logged before it is returned; a proxied response is
 //! logged when its body ends (or is abandoned), so the record has the status, latency and byte
 //! counts and is on disk before the client sees the end of the stream. Lines go straight to
-//! the file (no user-space buffer), so a SIGTERM after the drain loses nothing; the file is
-//! rotated to `<file>.1` past a size.
+//! the file (no user-space buffer), so a SIGTERM after the drain loses nothing; past a size the
+//! file is rotated: `<file>` → `<file>.1` → `<file>.2` …, keeping `max_files` old files.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -51,9 +51,12 @@ pub struct Record {
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
-    /// True when the client went away before the response ended.
+    /// True when the client or the upstream went away before the response ended.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub aborted: bool,
+    /// Where an aborted request stopped: `received`, `forwarding` or `responding`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
 }
 
 /// Where audit lines go.
@@ -68,6 +71,8 @@ pub enum Sink {
         file: Mutex<(File, u64)>,
         /// Rotation threshold.
         max_bytes: u64,
+        /// Old files kept (`<file>.1` is the newest).
+        max_files: u32,
     },
     /// Nowhere.
     Discard,
@@ -75,13 +80,14 @@ pub enum Sink {
 
 impl Sink {
     /// Opens (appends to) an audit file.
-    pub fn file(path: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
+    pub fn file(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         Ok(Sink::File {
             path,
             file: Mutex::new((file, size)),
             max_bytes,
+            max_files,
         })
     }
 
@@ -101,13 +107,12 @@ impl Sink {
                 path,
                 file,
                 max_bytes,
+                max_files,
             } => {
                 let Ok(mut guard) = file.lock() else { return };
                 if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
-                    let rotated = path.with_extension("1");
-                    if std::fs::rename(path, &rotated).is_ok()
-                        && let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path)
-                    {
+                    rotate(path, *max_files);
+                    if let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path) {
                         *guard = (fresh, 0);
                     }
                 }
@@ -118,6 +123,29 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+/// `<file>.<n>`: the n-th newest rotated file.
+pub fn rotated_name(path: &std::path::Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Shifts `<file>.1…` up by one (the oldest past `max_files` is removed) and moves the file
+/// to `<file>.1`. With `max_files` 0 the file is simply started over.
+fn rotate(path: &std::path::Path, max_files: u32) {
+    if max_files == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let _ = std::fs::remove_file(rotated_name(path, max_files));
+    for n in (1..max_files).rev() {
+        let _ = std::fs::rename(rotated_name(path, n), rotated_name(path, n + 1));
+    }
+    if let Err(e) = std::fs::rename(path, rotated_name(path, 1)) {
+        tracing::error!(error = %e, file = %path.display(), "audit rotation failed");
     }
 }
 
@@ -214,6 +242,9 @@ impl AuditedBody {
         if let Some(mut record) = self.record.take() {
             record.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
             record.aborted = aborted;
+            if aborted {
+                record.phase = Some("responding");
+            }
             self.audit.record(&record);
         }
     }
@@ -285,28 +316,46 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             aborted: false,
+            phase: None,
         }
     }
 
     #[test]
-    fn rotation_moves_the_log_aside_and_loses_no_line() {
+    fn rotation_keeps_max_files_old_files_named_after_the_log_and_loses_no_recent_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let sink = Sink::file(path.clone(), 2_000).unwrap();
-        for i in 0..30 {
+        let sink = Sink::file(path.clone(), 2_000, 3).unwrap();
+        for i in 0..100 {
             sink.write(&record(i));
         }
-        let current = std::fs::read_to_string(&path).unwrap();
-        let rotated = std::fs::read_to_string(path.with_extension("1")).unwrap();
-        assert!(current.len() <= 2_000 && !rotated.is_empty());
-        // One rotation keeps one old file: the newest lines are all there, in order, whole.
-        let lines: Vec<serde_json::Value> = rotated
-            .lines()
-            .chain(current.lines())
-            .map(|l| serde_json::from_str(l).unwrap())
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let last = lines.last().unwrap()["caller"].as_str().unwrap().to_owned();
-        assert!(last.ends_with("caller-29"), "{last}");
+        names.sort();
+        assert_eq!(
+            names,
+            ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"]
+        );
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.len() <= 2_000);
+        // Oldest to newest, the kept lines are consecutive and end with the last one.
+        let lines: Vec<u64> = (1..=3)
+            .rev()
+            .map(|n| std::fs::read_to_string(rotated_name(&path, n)).unwrap())
+            .chain([current])
+            .flat_map(|text| {
+                text.lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        let caller = v["caller"].as_str().unwrap().to_owned();
+                        caller.rsplit('-').next().unwrap().parse().unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+            .collect();
+        assert_eq!(lines.last(), Some(&99));
+        assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
     }
 
     #[test]

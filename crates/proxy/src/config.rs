@@ -18,17 +18,37 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body forwarded; a larger one fails the request with 413.
     pub max_body_bytes: u64,
+    /// Time for a body the gateway must read (JSON-RPC) to arrive; 408 past it.
+    #[serde(with = "duration_text")]
+    pub body_read_timeout: Duration,
+    /// Request bytes the gateway holds in memory at once, over all requests; past it a
+    /// request that needs its body read gets 503 with `Retry-After`.
+    pub max_buffered_bytes: u64,
     /// Time for the first byte and the TLS handshake of a new connection.
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
-    /// A connection with no request in flight is closed after this long.
+    /// Time for a request's head to arrive: HTTP/1 headers, and a connection's first request
+    /// (HTTP/1 or HTTP/2). A caller that opens connections and sends nothing is closed.
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long. Only requests and
+    /// responses count: HTTP/2 PING or SETTINGS frames do not keep a connection open.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
-    /// Connections served at once per listener; more wait in the kernel's backlog.
+    /// Connections served at once per listener. At the limit, the connection idle the longest
+    /// is closed to serve a new one; when none is idle, new ones wait.
     pub max_connections: usize,
+    /// Requests in flight at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Request headers whose name contains `_` (read as `-` by WSGI, CGI, PHP-FPM, Rack):
+    /// dropped, or the request refused with 400.
+    pub underscore_headers: UnderscoreHeaders,
     /// Time for the upstream to send its response head.
     #[serde(with = "duration_text")]
     pub upstream_timeout: Duration,
+    /// A response body from upstream that sends nothing for this long is aborted.
+    #[serde(with = "duration_text")]
+    pub upstream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -36,10 +56,39 @@ impl Default for Limits {
         Self {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 64 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_concurrent_streams: 100,
+            underscore_headers: UnderscoreHeaders::Drop,
             upstream_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What happens to a request header whose name contains `_`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreHeaders {
+    /// The header is removed; the request goes on.
+    #[default]
+    Drop,
+    /// The request is refused with 400 naming the header.
+    Reject,
+}
+
+impl std::str::FromStr for UnderscoreHeaders {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "drop" => Ok(Self::Drop),
+            "reject" => Ok(Self::Reject),
+            other => Err(format!("{other:?}: expected drop or reject")),
         }
     }
 }

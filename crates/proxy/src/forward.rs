@@ -116,7 +116,11 @@ impl Upstreams {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.map_err(Into::into).boxed())
+                let body = IdleBody::new(
+                    body.map_err(Into::into).boxed(),
+                    limits.upstream_idle_timeout,
+                );
+                Response::from_parts(parts, body.boxed())
             }
             Ok(Err(e)) => {
                 if error_chain_has::<http_body_util::LengthLimitError>(&e) {
@@ -166,4 +170,92 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         current = err.source();
     }
     parts.join(": ")
+}
+
+/// A response body that fails when the upstream sends nothing for `idle`: a stalled upstream
+/// does not hold the client's connection (and ours) forever, and the audit records the
+/// response as aborted.
+struct IdleBody {
+    inner: ProxyBody,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    fn new(inner: ProxyBody, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+/// The upstream went quiet mid-response.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?} (upstream idle timeout)")]
+pub struct UpstreamIdle(Duration);
+
+impl http_body::Body for IdleBody {
+    type Data = bytes::Bytes;
+    type Error = crate::http::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(idle = ?this.idle, "upstream stalled mid-response; aborting it");
+                    Poll::Ready(Some(Err(Box::new(UpstreamIdle(this.idle)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn a_body_that_stalls_fails_after_the_idle_timeout_and_a_flowing_one_does_not() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<
+            Result<http_body::Frame<bytes::Bytes>, crate::http::BoxError>,
+        >(4);
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let body = IdleBody::new(StreamBody::new(stream).boxed(), Duration::from_millis(100));
+        let mut body = std::pin::pin!(body);
+        for _ in 0..3 {
+            tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"x"))))
+                .await
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let frame = body.as_mut().frame().await.expect("a frame");
+            assert!(frame.is_ok(), "frames 60 ms apart are not idle");
+        }
+        let stalled = tokio::time::timeout(Duration::from_secs(2), body.as_mut().frame()).await;
+        let error = stalled.expect("it fails, not hangs").expect("an item");
+        assert!(error.is_err());
+        drop(tx);
+    }
 }

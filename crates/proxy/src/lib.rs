@@ -2,28 +2,42 @@
 //!
 //! The sidecar sits beside every agent: one mesh-facing port that speaks mTLS, plaintext or
 //! both by mode, a localhost egress port that turns the app's plain calls into mTLS, and an
-//! admin port. Modules, one concern each:
+//! admin port. The gateway is one port in front of every agent. Every request of every port
+//! goes through the same [`pipeline`] of small steps; the ports differ only in how each step
+//! is configured. Modules, one concern each:
 //!
+//! - [`server`]: listeners, the connection limit, the mode sniff, the TLS handshake, HTTP
+//!   serving, drain, the file watcher;
+//! - [`conn`]: open connections' activity, for the idle timeouts and shedding;
+//! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
+//!   authorize → delegate → forward), one file per step;
+//! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and starting the identity;
 //! - [`config`]: flags and the watched YAML file;
-//! - [`authz`]: who the caller is (gateway-forwarded identities only from gateway IDs) and
-//!   whether it is admitted;
+//! - [`authn`] (JWT-SVID and OIDC tokens) and [`authz`] (callers, allow lists): the rules the
+//!   authenticate and authorize steps apply;
 //! - [`http`]: identity/hop-by-hop header handling, XFCC, denial responses;
-//! - [`metrics`]: `warden_*` Prometheus metrics;
-//! - [`server`]: listeners, the mode sniff, the TLS handshake, HTTP serving, drain, admin;
 //! - [`forward`]: pooled plaintext and mTLS upstream clients, body limits;
-//! - [`sidecar`]: the sidecar's inbound and egress handling;
-//! - [`gateway`]: the A2A gateway, with [`authn`] (mTLS, JWT-SVID, OIDC) and [`audit`].
+//! - [`audit`]: the audit log's records, file and rotation;
+//! - [`metrics`]: `warden_*` Prometheus metrics;
+//! - [`error`]: why a process could not start.
 
+pub mod admin;
+pub mod admin_status;
 pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod config;
+pub mod conn;
+pub mod error;
 pub mod forward;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod server;
 pub mod sidecar;
 
 pub use config::SidecarConfig;
-pub use sidecar::{SidecarError, run};
+pub use error::SidecarError;
+pub use sidecar::run;

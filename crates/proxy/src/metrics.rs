@@ -58,6 +58,10 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `warden_handshake_failures_total`.
     pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// `warden_connections_closed_total`: connections the proxy closed, by reason.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    /// `warden_reloads_total`: configuration or snapshot changes applied.
+    pub reloads: Counter,
     /// `warden_plaintext_requests_total`: plaintext requests accepted in Permissive mode.
     pub plaintext_requests: Counter,
     /// `warden_svid_expiry_seconds`: seconds until the current SVID expires.
@@ -76,6 +80,8 @@ impl Default for Metrics {
         let requests = Family::default();
         let handshake_failures = Family::default();
         let plaintext_requests = Counter::default();
+        let reloads = Counter::default();
+        let connections_closed = Family::default();
         let svid_expiry_seconds = Gauge::default();
         let gateway_requests = Family::default();
         let gateway_denials = Family::default();
@@ -91,6 +97,16 @@ impl Default for Metrics {
             "handshake_failures",
             "Connections refused before any request, by reason",
             handshake_failures.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the proxy closed: header_timeout, idle, shed",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Changes of the config file or snapshot applied",
+            reloads.clone(),
         );
         registry.register(
             "plaintext_requests",
@@ -124,7 +140,9 @@ impl Default for Metrics {
             gateway_latency,
             requests,
             handshake_failures,
+            connections_closed,
             plaintext_requests,
+            reloads,
             svid_expiry_seconds,
         }
     }
@@ -134,6 +152,13 @@ impl Metrics {
     /// Counts a refused connection.
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a connection the proxy closed.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

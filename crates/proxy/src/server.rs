@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,15 +17,16 @@ use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use warden_identity::source::SvidSource;
 use warden_identity::tls::PeerRejected;
 use warden_model::MtlsMode;
 
 use crate::authz::Peer;
 use crate::config::Limits;
-use crate::http::{ProxyBody, full};
+use crate::conn::{Connections, InFlight, Registered};
+pub use crate::error::BindError;
+use crate::http::ProxyBody;
 use crate::metrics::Metrics;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -64,11 +63,12 @@ impl Server {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.idle_timeout)
+            .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192));
         http.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.max_concurrent_streams)
             .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(limits.idle_timeout / 2);
         Self {
@@ -116,12 +116,15 @@ impl Drain {
         service: Arc<S>,
         listener: TcpListener,
     ) {
-        let limit = Arc::new(Semaphore::new(server.limits.max_connections));
+        let slots = Slots {
+            limit: Arc::new(Semaphore::new(server.limits.max_connections)),
+            open: Arc::new(Connections::default()),
+        };
         self.loops.push(tokio::spawn(accept_loop(
             server,
             service,
             listener,
-            limit,
+            slots,
             self.stop_rx.clone(),
             self.conn_tx.clone(),
         )));
@@ -158,18 +161,6 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// A listener that could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({what}): {source}")]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Which listener.
-    pub what: &'static str,
-    /// The I/O error.
-    pub source: std::io::Error,
-}
-
 /// Binds a TCP listener, naming it in the error.
 pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
@@ -177,22 +168,36 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, B
         .map_err(|source| BindError { addr, what, source })
 }
 
+/// A listener's connection permits and its open connections.
+struct Slots {
+    limit: Arc<Semaphore>,
+    open: Arc<Connections>,
+}
+
+impl Slots {
+    /// A permit for a connection just accepted: at once if one is free; else the connection
+    /// idle the longest is asked to close, and the new one waits for its permit.
+    async fn permit(&self, stop: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.limit.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.open.shed_oldest_idle();
+        tokio::select! {
+            permit = self.limit.clone().acquire_owned() => permit.ok(),
+            _ = stopped(stop) => None,
+        }
+    }
+}
+
 async fn accept_loop<S: Service>(
     server: Arc<Server>,
     service: Arc<S>,
     listener: TcpListener,
-    limit: Arc<Semaphore>,
+    slots: Slots,
     mut stop: watch::Receiver<bool>,
     conn_tx: mpsc::Sender<()>,
 ) {
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut stop) => return,
-        };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -204,6 +209,9 @@ async fn accept_loop<S: Service>(
             },
             _ = stopped(&mut stop) => return,
         };
+        let Some(permit) = slots.permit(&mut stop).await else {
+            return;
+        };
         let _ = tcp.set_nodelay(true);
         let (server, service, stop, guard) = (
             server.clone(),
@@ -211,8 +219,9 @@ async fn accept_loop<S: Service>(
             stop.clone(),
             conn_tx.clone(),
         );
+        let registered = slots.open.open();
         tokio::spawn(async move {
-            connection(server, service, tcp, remote, stop).await;
+            connection(server, service, tcp, remote, stop, registered).await;
             drop(permit);
             drop(guard);
         });
@@ -225,6 +234,7 @@ async fn connection<S: Service>(
     tcp: TcpStream,
     remote: SocketAddr,
     stop: watch::Receiver<bool>,
+    registered: Registered,
 ) {
     // The mode is read once per connection: a change applies to new connections.
     let mode = service.mode();
@@ -254,7 +264,7 @@ async fn connection<S: Service>(
     };
     let Some(tls) = tls else {
         let peer = Arc::new(Peer::anonymous());
-        serve(server, service, tcp, peer, mode, stop).await;
+        serve(server, service, tcp, peer, mode, stop, registered).await;
         return;
     };
     let stream = match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
@@ -277,7 +287,7 @@ async fn connection<S: Service>(
             .and_then(|c| c.first())
             .map(|leaf| hex::encode(Sha256::digest(leaf))),
     ));
-    serve(server, service, stream, peer, mode, stop).await;
+    serve(server, service, stream, peer, mode, stop, registered).await;
 }
 
 async fn serve<S: Service, I>(
@@ -287,15 +297,22 @@ async fn serve<S: Service, I>(
     peer: Arc<Peer>,
     mode: MtlsMode,
     mut stop: watch::Receiver<bool>,
+    registered: Registered,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = registered.activity.clone();
     let handler = service_fn(move |req: Request<Incoming>| {
         let (service, peer) = (service.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(service.call(req, peer, mode).await) }
+        let in_flight = activity.start();
+        async move {
+            let response = service.call(req, peer, mode).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::boxed(body, in_flight)))
+        }
     });
     let conn = server.http.serve_connection(TokioIo::new(io), handler);
     tokio::pin!(conn);
+    let limits = &server.limits;
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -306,16 +323,63 @@ async fn serve<S: Service, I>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        closed = registered.activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
+            server.metrics.connection_closed(closed.reason());
+            conn.as_mut().graceful_shutdown();
+            // Nothing is in flight: a peer that does not finish the close is cut off.
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }
 
-/// Calls `on_change` (debounced) whenever `path` is written, created or replaced. The parent
-/// directory is watched, so editors that replace the file are seen too.
+/// A response body that keeps its request counted as in flight until it ends.
+struct Tracked {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    fn boxed(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
+        use http_body_util::BodyExt;
+        Tracked {
+            inner,
+            _in_flight: in_flight,
+        }
+        .boxed()
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::http::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Calls `on_change` (debounced) whenever the content of `path` changes: written, created
+/// or replaced (the parent directory is watched, so editors that replace the file are seen
+/// too). Reads of the file — `cat`, or another process reloading it — are not changes, and
+/// an event that leaves the content as it was (a `touch`, a rewrite of the same bytes) calls
+/// nothing.
 pub fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'static) {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let name = path.file_name().map(|n| n.to_owned());
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
+            && may_change_content(&event.kind)
             && event.paths.iter().any(|p| p.file_name() == name.as_deref())
         {
             let _ = tx.try_send(());
@@ -337,84 +401,37 @@ pub fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'stati
     };
     tokio::spawn(async move {
         let _watcher = watcher;
+        let mut seen = content_digest(&path);
         while rx.recv().await.is_some() {
             while let Ok(Some(())) =
                 tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
             {}
+            let now = content_digest(&path);
+            if now == seen {
+                tracing::debug!(file = %path.display(), "file event without a content change");
+                continue;
+            }
+            seen = now;
             on_change();
         }
     });
 }
 
-/// The identity a process has, once its source is up (the admin port starts before it).
-pub type IdentitySlot = Arc<ArcSwap<Option<Arc<dyn SvidSource>>>>;
-
-/// `/healthz`, `/readyz` (503 until the first SVID), `/metrics`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    identity: IdentitySlot,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = stopped(&mut stop) => return,
-        };
-        let (metrics, identity) = (metrics.clone(), identity.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (metrics, identity) = (metrics.clone(), identity.clone());
-                async move {
-                    let ready = identity
-                        .load()
-                        .as_ref()
-                        .as_ref()
-                        .is_some_and(|source| source.current().is_some());
-                    let (status, body): (StatusCode, Bytes) = match req.uri().path() {
-                        "/healthz" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
-                        "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
-                        "/readyz" => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"no SVID loaded yet\n"),
-                        ),
-                        "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode())),
-                        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
-                    };
-                    let mut response = Response::new(full(body));
-                    *response.status_mut() = status;
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
+/// Whether a file event can mean new content: writes, creations, renames and removals; not
+/// reads (`open`, `read`, close after reading).
+fn may_change_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
     }
 }
 
-/// Starts the admin port (if any) first, so that `/readyz` answers 503 while the identity
-/// loads, then the SVID source.
-pub async fn start_admin_and_identity(
-    admin: Option<SocketAddr>,
-    identity: &crate::config::IdentityConfig,
-    metrics: &Arc<Metrics>,
-    drain: &Drain,
-) -> Result<Arc<dyn SvidSource>, crate::sidecar::SidecarError> {
-    let slot: IdentitySlot = Arc::new(ArcSwap::from_pointee(None));
-    if let Some(addr) = admin {
-        let listener = bind(addr, "admin").await?;
-        tokio::spawn(serve_admin(
-            listener,
-            metrics.clone(),
-            slot.clone(),
-            drain.stop_signal(),
-        ));
-    }
-    let source = crate::sidecar::start_identity(identity).await?;
-    slot.store(Arc::new(Some(source.clone())));
-    Ok(source)
+/// SHA-256 of a file's bytes (`None` while it cannot be read).
+fn content_digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(&bytes).into())
 }

@@ -1,101 +1,41 @@
 //! The sidecar: one mesh-facing port, a localhost egress port, an admin port.
 //!
-//! Connections are accepted by [`crate::server`] (limit, first-byte sniff against the mode at
-//! accept time, mTLS handshake, HTTP/1.1 or HTTP/2). Per inbound request: strip identity
-//! headers, resolve the caller (gateway-forwarded only from gateway IDs), authorize, set XFCC,
-//! stream to the app and back. Per egress request: to the gateway or the named host, over
-//! mTLS when an identity is expected of it.
+//! This file only assembles: connections are accepted by [`crate::server`] (limit, first-byte
+//! sniff against the mode at accept time, mTLS handshake, HTTP/1.1 or HTTP/2), and each port
+//! runs the [`crate::pipeline`] configured for it. Inbound: identity headers stripped, the
+//! caller resolved (gateway-forwarded only from gateway IDs), decided by the snapshot or the
+//! allow lists, XFCC set, streamed to the app and back. Egress: to the gateway or the named
+//! host, over mTLS when an identity is expected of it. Mode, allow lists and the snapshot are
+//! reloaded from their files.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 use warden_identity::Authorizer;
-use warden_identity::source::{FileSource, SvidSource, WorkloadApiSource};
+use warden_identity::source::SvidSource;
 use warden_identity::tls::{ClientAuth, server_config};
-use warden_model::policy::{CARD_METHOD, Caller, decide};
 use warden_model::{MeshSnapshot, MtlsMode};
 
-use crate::authz::{Peer, Verdict, authorize_by_flags, resolve_caller};
-use crate::config::{DynamicConfig, FileConfig, IdentityConfig, SidecarConfig, SnapshotConfig};
-use crate::forward::{Upstreams, Via};
-use crate::http::{
-    CALLER_HEADER, ProxyBody, XFCC_HEADER, json_error, jsonrpc_error, jsonrpc_id,
-    strip_inbound_headers, xfcc,
+use crate::admin::start_admin_and_identity;
+use crate::config::{DynamicConfig, FileConfig, SidecarConfig, SnapshotConfig};
+pub use crate::error::SidecarError;
+use crate::forward::Upstreams;
+use crate::metrics::Metrics;
+use crate::pipeline::forward::{Destination, Forward};
+use crate::pipeline::{
+    Listener, Policy, Steps, admit, audit, authenticate, authorize, classify, delegate, route,
 };
-use crate::metrics::{Metrics, RequestLabels, status_class};
-use crate::server::{
-    BindError, Drain, Server, Service, bind, start_admin_and_identity, watch_file,
-};
-
-/// Why the sidecar could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SidecarError {
-    /// A listener could not be bound.
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    /// The SVID source could not start.
-    #[error("identity: {0}")]
-    Identity(String),
-    /// The config or snapshot file is unusable.
-    #[error("{0}")]
-    Config(String),
-}
-
-/// How much of a denied request's body is read to find a JSON-RPC id.
-const DENY_BODY_PEEK: usize = 64 * 1024;
+use crate::server::{Drain, Server, bind, watch_file};
 
 struct Sidecar {
     config: SidecarConfig,
     identity: Arc<dyn SvidSource>,
-    dynamic: ArcSwap<DynamicConfig>,
     metrics: Arc<Metrics>,
-    upstreams: Upstreams,
-    /// `--app` as a URI authority, built once rather than per request.
-    app_authority: http::uri::Authority,
-    /// The mesh policy, when a snapshot is configured; swapped whole on every good reload.
-    snapshot: ArcSwapOption<MeshSnapshot>,
-}
-
-/// The mesh-facing port.
-struct Inbound(Arc<Sidecar>);
-
-impl Service for Inbound {
-    fn mode(&self) -> MtlsMode {
-        self.0.dynamic.load().mode
-    }
-
-    async fn call(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: Arc<Peer>,
-        mode: MtlsMode,
-    ) -> Response<ProxyBody> {
-        self.0.inbound(req, &peer, mode).await
-    }
-}
-
-/// The localhost egress port: plaintext from the app only.
-struct Egress(Arc<Sidecar>);
-
-impl Service for Egress {
-    fn mode(&self) -> MtlsMode {
-        MtlsMode::Disabled
-    }
-
-    async fn call(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        _peer: Arc<Peer>,
-        _mode: MtlsMode,
-    ) -> Response<ProxyBody> {
-        self.0.egress(req).await
-    }
+    /// Settings and snapshot; swapped whole on every good reload.
+    policy: Arc<ArcSwap<Policy>>,
 }
 
 /// Runs a sidecar until `shutdown` resolves, then drains in-flight requests.
@@ -110,11 +50,11 @@ pub async fn run(
         }
         None => None,
     };
-    let mut dynamic = config.flags.resolve(file.as_ref());
+    let mut settings = config.flags.resolve(file.as_ref());
     let snapshot = match &config.snapshot {
         Some(snap) => {
             let loaded = load_snapshot(snap).map_err(SidecarError::Config)?;
-            dynamic = apply_snapshot(&config, dynamic, &loaded, snap);
+            settings = apply_snapshot(&config, settings, &loaded, snap);
             Some(Arc::new(loaded))
         }
         None => None,
@@ -135,16 +75,18 @@ pub async fn run(
         Some(addr) => Some(bind(addr, "egress").await?),
         None => None,
     };
-    tracing::info!(inbound = %config.inbound, app = %config.app, egress = ?config.egress, mode = %dynamic.mode, "sidecar listening");
+    tracing::info!(inbound = %config.inbound, app = %config.app, egress = ?config.egress, mode = %settings.mode, "sidecar listening");
     let app_authority = http::uri::Authority::try_from(config.app.to_string())
         .map_err(|e| SidecarError::Config(format!("--app {}: {e}", config.app)))?;
+    let policy = Arc::new(ArcSwap::from_pointee(Policy {
+        snapshot,
+        settings,
+        jwt: Default::default(),
+    }));
     let sidecar = Arc::new(Sidecar {
-        app_authority,
-        upstreams: Upstreams::new(identity.clone(), config.limits.clone()),
         identity,
-        dynamic: ArcSwap::from_pointee(dynamic),
         metrics: metrics.clone(),
-        snapshot: ArcSwapOption::new(snapshot),
+        policy,
         config,
     });
     if let Some(path) = sidecar.config.config_file.clone() {
@@ -170,10 +112,20 @@ pub async fn run(
         metrics.clone(),
         limits.clone(),
     ));
-    drain.listen(mesh, Arc::new(Inbound(sidecar.clone())), inbound);
-    if let Some(listener) = egress {
+    let listener = Listener::new(
+        sidecar.inbound_steps(app_authority),
+        sidecar.policy.clone(),
+        None,
+    );
+    drain.listen(mesh, Arc::new(listener), inbound);
+    if let Some(socket) = egress {
         let local = Arc::new(Server::new(None, metrics, limits));
-        drain.listen(local, Arc::new(Egress(sidecar.clone())), listener);
+        let listener = Listener::new(
+            sidecar.egress_steps(),
+            sidecar.policy.clone(),
+            Some(MtlsMode::Disabled),
+        );
+        drain.listen(local, Arc::new(listener), socket);
     }
     shutdown.await;
     drain.shutdown().await;
@@ -181,168 +133,56 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the configured SVID source.
-pub(crate) async fn start_identity(
-    config: &IdentityConfig,
-) -> Result<Arc<dyn SvidSource>, SidecarError> {
-    Ok(match config {
-        IdentityConfig::SvidDir(dir) => {
-            Arc::new(FileSource::watch(dir).map_err(|e| SidecarError::Identity(e.to_string()))?)
-        }
-        IdentityConfig::WorkloadApi(endpoint) => Arc::new(
-            WorkloadApiSource::connect(endpoint.as_deref())
-                .await
-                .map_err(|e| SidecarError::Identity(e.to_string()))?,
-        ),
-    })
-}
-
 impl Sidecar {
-    fn count(
-        &self,
-        direction: &'static str,
-        mode: MtlsMode,
-        verdict: &Verdict,
-        status: StatusCode,
-    ) {
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                direction,
-                mode: mode.as_str(),
-                decision: if verdict.allowed { "allow" } else { "deny" },
-                rule: verdict.rule,
-                status: status_class(status),
-            })
-            .inc();
-    }
-
-    async fn inbound(
-        &self,
-        req: Request<Incoming>,
-        peer: &Peer,
-        mode: MtlsMode,
-    ) -> Response<ProxyBody> {
-        // The settings this request started with, kept for the whole request.
-        let dynamic = self.dynamic.load_full();
-        let (caller, forwarded) = resolve_caller(peer, req.headers().get(CALLER_HEADER), &dynamic);
-        let verdict = match (self.snapshot.load_full(), &self.config.snapshot) {
-            (Some(snapshot), Some(snap)) => {
-                let method = if req.method() == http::Method::GET && is_card_path(req.uri().path())
-                {
-                    CARD_METHOD
-                } else {
-                    CALL_METHOD
-                };
-                let d = decide(&snapshot, &caller, &snap.namespace, &snap.name, method);
-                Verdict {
-                    allowed: d.allowed,
-                    rule: d.rule.name(),
-                    reason: d.reason,
-                }
-            }
-            _ => authorize_by_flags(&caller, &dynamic, self.config.trust_domain.name(), mode),
-        };
-        let (mut parts, body) = req.into_parts();
-        strip_inbound_headers(&mut parts.headers);
-        if !verdict.allowed {
-            tracing::info!(caller = %caller, rule = verdict.rule, path = %parts.uri.path(), "request denied");
-            let response = deny(&parts, body, &verdict).await;
-            self.count("inbound", mode, &verdict, response.status());
-            return response;
-        }
-        if let Caller::Spiffe(id) = &caller {
-            let value = if forwarded {
-                self.identity
-                    .current()
-                    .and_then(|own| xfcc(own.spiffe_id(), None, id))
-            } else {
-                peer.xfcc
-                    .get_or_init(|| {
-                        let own = self.identity.current()?;
-                        xfcc(own.spiffe_id(), peer.cert_hash.as_deref(), id)
-                    })
-                    .clone()
-            };
-            if let Some(value) = value {
-                parts.headers.insert(XFCC_HEADER.clone(), value);
-            }
-        }
-        if peer.id.is_none() && mode == MtlsMode::Permissive {
-            self.metrics.plaintext_requests.inc();
-        }
-        // HTTP/2 carries the authority in the URI, not in `Host`; the app gets it as `Host`.
-        if !parts.headers.contains_key(http::header::HOST)
-            && let Some(host) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(http::header::HOST, host);
-        }
-        let uri = std::mem::take(&mut parts.uri).into_parts();
-        if let Err(refused) = aim(
-            &mut parts,
-            uri,
-            http::uri::Scheme::HTTP,
-            self.app_authority.clone(),
-        ) {
-            return *refused;
-        }
-        let response = self
-            .upstreams
-            .send(Request::from_parts(parts, body), Via::Plain)
-            .await;
-        self.count("inbound", mode, &verdict, response.status());
-        response
-    }
-
-    async fn egress(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let dynamic = self.dynamic.load_full();
-        let (mut parts, body) = req.into_parts();
-        strip_inbound_headers(&mut parts.headers);
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        let (authority, expected) = match uri.authority.take() {
-            // absolute-form: proxy to the named host.
-            Some(authority) => {
-                let expected = self.config.mesh_peers.get(authority.as_str());
-                (authority, expected)
-            }
-            // origin-form: to the gateway.
-            None => match self.config.gateway_url.as_ref().and_then(|g| g.authority()) {
-                Some(gateway) => (gateway.clone(), dynamic.gateway_ids.first()),
-                None => {
-                    return json_error(
-                        StatusCode::BAD_GATEWAY,
-                        "no_gateway",
-                        "origin-form request but no --gateway-url is configured",
-                    );
-                }
+    /// The mesh port's pipeline: to the app.
+    fn inbound_steps(&self, app: http::uri::Authority) -> Steps {
+        let agent = self
+            .config
+            .snapshot
+            .as_ref()
+            .map(|s| (s.namespace.clone(), s.name.clone()));
+        Steps {
+            record: audit::Recorder::Inbound(self.metrics.clone()),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: true,
             },
-        };
-        let verdict = Verdict {
-            allowed: true,
-            rule: "egress",
-            reason: "",
-        };
-        let (scheme, via) = match (expected, dynamic.mode) {
-            (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => {
-                (http::uri::Scheme::HTTPS, Via::Mesh(id))
-            }
-            _ => (http::uri::Scheme::HTTP, Via::Plain),
-        };
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(http::header::HOST, host);
+            route: route::Routing::Fixed,
+            authenticate: authenticate::Authn::Sidecar,
+            classify: classify::Classifier::Agent,
+            authorize: authorize::Authz::Sidecar {
+                agent,
+                trust_domain: self.config.trust_domain.name().to_owned(),
+            },
+            delegate: delegate::Delegation::Sidecar(self.identity.clone()),
+            forward: Forward::new(
+                Upstreams::new(self.identity.clone(), self.config.limits.clone()),
+                Destination::App(app),
+            ),
         }
-        if let Err(refused) = aim(&mut parts, uri, scheme, authority) {
-            return *refused;
+    }
+
+    /// The egress port's pipeline: the app's calls out.
+    fn egress_steps(&self) -> Steps {
+        Steps {
+            record: audit::Recorder::Egress(self.metrics.clone()),
+            admit: admit::Admission {
+                underscore_headers: self.config.limits.underscore_headers,
+                recheck_mode: false,
+            },
+            route: route::Routing::Fixed,
+            authenticate: authenticate::Authn::Local,
+            classify: classify::Classifier::None,
+            authorize: authorize::Authz::Egress,
+            delegate: delegate::Delegation::None,
+            forward: Forward::new(
+                Upstreams::new(self.identity.clone(), self.config.limits.clone()),
+                Destination::Egress {
+                    gateway_url: self.config.gateway_url.clone(),
+                    mesh_peers: self.config.mesh_peers.clone(),
+                },
+            ),
         }
-        let response = self
-            .upstreams
-            .send(Request::from_parts(parts, body), via)
-            .await;
-        self.count("egress", dynamic.mode, &verdict, response.status());
-        response
     }
 
     fn update_expiry_gauge(&self) {
@@ -355,63 +195,6 @@ impl Sidecar {
                 .set(identity.not_after() - now);
         }
     }
-}
-
-/// Points a request at `scheme://authority` with its own path and query (moved, not copied),
-/// as HTTP/1.1; a target that makes no valid URI gets a 400.
-fn aim(
-    parts: &mut http::request::Parts,
-    mut uri: http::uri::Parts,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-) -> Result<(), Box<Response<ProxyBody>>> {
-    uri.scheme = Some(scheme);
-    uri.authority = Some(authority);
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    parts.uri = Uri::from_parts(uri).map_err(|_| {
-        Box::new(json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request target is not a valid path",
-        ))
-    })?;
-    parts.version = Version::HTTP_11;
-    Ok(())
-}
-
-/// A 403 naming the rule: a JSON-RPC error object when the request was JSON-RPC.
-async fn deny(
-    parts: &http::request::Parts,
-    body: Incoming,
-    verdict: &Verdict,
-) -> Response<ProxyBody> {
-    let is_json = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json && parts.method == http::Method::POST {
-        let collected = Limited::new(body, DENY_BODY_PEEK).collect().await;
-        if let Some(id) = collected
-            .ok()
-            .map(|c| c.to_bytes())
-            .as_deref()
-            .and_then(jsonrpc_id)
-        {
-            return jsonrpc_error(StatusCode::FORBIDDEN, id, verdict.rule, verdict.reason);
-        }
-    }
-    json_error(StatusCode::FORBIDDEN, verdict.rule, verdict.reason)
-}
-
-/// The pseudo-method a sidecar decides calls by (it does not parse A2A bodies; the gateway
-/// does).
-const CALL_METHOD: &str = "call";
-
-fn is_card_path(path: &str) -> bool {
-    path.ends_with("/.well-known/agent-card.json") || path.ends_with("/.well-known/agent.json")
 }
 
 fn load_snapshot(snap: &SnapshotConfig) -> Result<MeshSnapshot, String> {
@@ -428,26 +211,27 @@ fn load_snapshot(snap: &SnapshotConfig) -> Result<MeshSnapshot, String> {
             snapshot.version()
         ));
     }
+    crate::admin_status::snapshot_loaded(snapshot.version());
     Ok(snapshot)
 }
 
 /// The snapshot's word on mode (unless `--mode` was given) and on which gateway to trust.
 fn apply_snapshot(
     config: &SidecarConfig,
-    mut dynamic: DynamicConfig,
+    mut settings: DynamicConfig,
     snapshot: &MeshSnapshot,
     snap: &SnapshotConfig,
 ) -> DynamicConfig {
     if config.flags.mode.is_none()
         && let Some(agent) = snapshot.agent(&snap.namespace, &snap.name)
     {
-        dynamic.mode = agent.mtls_mode;
+        settings.mode = agent.mtls_mode;
     }
     let gateway = &snapshot.control_plane().gateway;
-    if !dynamic.gateway_ids.contains(gateway) {
-        dynamic.gateway_ids.push(gateway.clone());
+    if !settings.gateway_ids.contains(gateway) {
+        settings.gateway_ids.push(gateway.clone());
     }
-    dynamic
+    settings
 }
 
 impl Sidecar {
@@ -457,13 +241,12 @@ impl Sidecar {
         };
         match FileConfig::load(path) {
             Ok(file) => {
+                let current = self.policy.load_full();
                 let mut next = self.config.flags.resolve(Some(&file));
-                if let (Some(snapshot), Some(snap)) =
-                    (self.snapshot.load_full(), &self.config.snapshot)
-                {
-                    next = apply_snapshot(&self.config, next, &snapshot, snap);
+                if let (Some(snapshot), Some(snap)) = (&current.snapshot, &self.config.snapshot) {
+                    next = apply_snapshot(&self.config, next, snapshot, snap);
                 }
-                self.store_dynamic(next, "config file");
+                self.store(current.snapshot.clone(), next, "config file");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "config file not usable; keeping the current settings")
@@ -486,18 +269,22 @@ impl Sidecar {
                     snap,
                 );
                 tracing::info!(version = snapshot.version(), "policy snapshot loaded");
-                self.snapshot.store(Some(Arc::new(snapshot)));
-                self.store_dynamic(next, "snapshot");
+                self.store(Some(Arc::new(snapshot)), next, "snapshot");
             }
             Err(e) => tracing::warn!(error = %e, "snapshot not usable; keeping the last good one"),
         }
     }
 
-    fn store_dynamic(&self, next: DynamicConfig, source: &str) {
-        let current = self.dynamic.load_full();
-        if *current != next {
-            tracing::info!(source, from = %current.mode, to = %next.mode, "settings changed; they apply to new connections");
-            self.dynamic.store(Arc::new(next));
+    fn store(&self, snapshot: Option<Arc<MeshSnapshot>>, next: DynamicConfig, source: &str) {
+        let current = self.policy.load_full();
+        if current.settings != next {
+            tracing::info!(source, from = %current.settings.mode, to = %next.mode, "settings changed; they apply to new connections");
         }
+        self.metrics.reloads.inc();
+        self.policy.store(Arc::new(Policy {
+            snapshot,
+            settings: next,
+            jwt: Default::default(),
+        }));
     }
 }

@@ -9,3 +9,4 @@ pub mod kube_api;
 pub mod openssl;
 pub mod process;
 pub mod spire;
+pub mod sdk;

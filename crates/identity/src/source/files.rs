@@ -15,13 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::{IdentityCell, SvidError, SvidSource, X509Identity};
 use crate::bundle::{TrustBundle, TrustBundleSet};
-
-/// The certificate chain, leaf first.
-pub const SVID_CERT_FILE: &str = "svid.pem";
-/// The private key.
-pub const SVID_KEY_FILE: &str = "svid_key.pem";
-/// The trust bundle of the SVID's trust domain.
-pub const SVID_BUNDLE_FILE: &str = "svid_bundle.pem";
+use crate::pem::{SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
 
 /// How long the directory must be quiet before the files are read.
 const DEBOUNCE: Duration = Duration::from_millis(100);

@@ -18,8 +18,9 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
+pub use crate::pem::{SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
 pub use ca::CaSource;
-pub use files::{FileSource, SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
+pub use files::FileSource;
 pub use workload_api::WorkloadApiSource;
 
 use crate::bundle::TrustBundleSet;

@@ -1,0 +1,90 @@
+//! Routing by host name: each agent is also served at the root of `{agent}.{namespace}.{domain}`.
+//!
+//! Standard A2A discovery (clients, the A2A TCK) looks for the card at
+//! `https://{host}/.well-known/agent-card.json`, which a path-routed gateway can offer for one
+//! agent only; with a host name per agent, every agent has its own root. The domain comes from
+//! MeshConfig; by default `a2a.localhost`, which RFC 6761 reserves for loopback. Agent and
+//! namespace names are DNS labels (no dots), so a host splits in exactly one way.
+
+/// The domain agents are served under when MeshConfig names none.
+pub const DEFAULT_DOMAIN: &str = "a2a.localhost";
+
+/// `{agent}.{namespace}.{domain}`.
+pub fn agent_host(namespace: &str, agent: &str, domain: &str) -> String {
+    format!("{agent}.{namespace}.{}", domain.trim_matches('.'))
+}
+
+/// The `(namespace, agent)` that `host` (a `Host`/`:authority` value or an SNI name, with or
+/// without a port; any case) names under `domain`; `None` when it is not such a host.
+pub fn route_host<'h>(host: &'h str, domain: &str) -> Option<(&'h str, &'h str)> {
+    let name = strip_port(host).trim_end_matches('.');
+    let domain = domain.trim_matches('.');
+    if name.len() <= domain.len() + 1 {
+        return None;
+    }
+    let (labels, suffix) = name.split_at(name.len() - domain.len());
+    if !suffix.eq_ignore_ascii_case(domain) {
+        return None;
+    }
+    let (agent, namespace) = labels.strip_suffix('.')?.split_once('.')?;
+    let label = |s: &str| {
+        !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (label(agent) && label(namespace)).then_some((namespace, agent))
+}
+
+/// `host` without a trailing `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_hosts_parse_back_to_their_agent() {
+        let host = agent_host("team-beta", "specialist", DEFAULT_DOMAIN);
+        assert_eq!(host, "specialist.team-beta.a2a.localhost");
+        assert_eq!(
+            route_host(&host, DEFAULT_DOMAIN),
+            Some(("team-beta", "specialist"))
+        );
+        assert_eq!(
+            route_host("Specialist.Team-Beta.A2A.localhost:8083", "a2a.localhost"),
+            Some(("Team-Beta", "Specialist"))
+        );
+        assert_eq!(
+            route_host(
+                "specialist.team-beta.agents.example.com.",
+                "agents.example.com"
+            ),
+            Some(("team-beta", "specialist"))
+        );
+    }
+
+    #[test]
+    fn other_hosts_are_not_agents() {
+        for host in [
+            "127.0.0.1:8083",
+            "a2a.localhost",
+            "team-beta.a2a.localhost",
+            "x.specialist.team-beta.a2a.localhost",
+            "specialist.team-beta.a2a.localhost.evil.com",
+            "specialist.team-betaa2a.localhost",
+            "spe_cialist.team-beta.a2a.localhost",
+            "[::1]:8083",
+            "",
+        ] {
+            assert_eq!(route_host(host, DEFAULT_DOMAIN), None, "{host}");
+        }
+    }
+}

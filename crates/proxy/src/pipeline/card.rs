@@ -1,0 +1,135 @@
+//! Agent cards at the gateway: the card is served by the gateway itself with every URL
+//! pointing at the gateway — the static card from the snapshot, or the one the agent serves,
+//! fetched over mTLS and revalidated by ETag.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use warden_model::CompiledAgent;
+
+use super::Exchange;
+use crate::forward::{Upstreams, Via};
+use crate::http::{ProxyBody, full, json_error};
+
+struct CachedCard {
+    etag: String,
+    card: serde_json::Value,
+}
+
+/// The gateway's card service: where clients reach the gateway, and fetched cards by agent.
+pub struct Cards {
+    base_url: String,
+    cache: Mutex<HashMap<String, CachedCard>>,
+}
+
+impl Cards {
+    /// Cards whose URLs start with `base_url` (the gateway's public URL).
+    pub fn new(base_url: String) -> Self {
+        Self {
+            base_url,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The routed agent's card, rewritten to gateway URLs.
+    pub async fn serve(
+        &self,
+        upstreams: &Upstreams,
+        endpoints: &HashMap<String, String>,
+        ex: &Exchange,
+    ) -> Response<ProxyBody> {
+        let (Some(target), Some(snapshot)) = (&ex.target, &ex.policy.snapshot) else {
+            return json_error(StatusCode::NOT_FOUND, "route", "no target");
+        };
+        let Some(agent) = snapshot.agent(&target.namespace, &target.name) else {
+            return json_error(StatusCode::NOT_FOUND, "unknown_target", "no such agent");
+        };
+        let key = target.key();
+        let base = format!("{}/api/a2a/{key}/", self.base_url.trim_end_matches('/'));
+        let mut card = match &agent.card {
+            Some(card) => card.clone(),
+            None => {
+                let Some(endpoint) = endpoints.get(&key) else {
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_endpoint",
+                        "no endpoint is configured for this agent",
+                    );
+                };
+                match self.fetch(upstreams, &key, endpoint, agent).await {
+                    Ok(card) => card,
+                    Err(response) => return response,
+                }
+            }
+        };
+        warden_a2a::rewrite_card(&mut card, &base);
+        let mut response = Response::new(full(card.to_string()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    fn cached(&self, key: &str) -> Option<(String, serde_json::Value)> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(key).map(|c| (c.etag.clone(), c.card.clone()))
+    }
+
+    async fn fetch(
+        &self,
+        upstreams: &Upstreams,
+        key: &str,
+        endpoint: &str,
+        agent: &CompiledAgent,
+    ) -> Result<serde_json::Value, Response<ProxyBody>> {
+        let cached = self.cached(key);
+        let mut request = Request::get(format!("https://{endpoint}/.well-known/agent-card.json"));
+        if let Some((etag, _)) = &cached {
+            request = request.header(http::header::IF_NONE_MATCH, etag);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| card_error("cannot build the card request"))?;
+        let response = upstreams.send(request, Via::Mesh(&agent.spiffe_id)).await;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED
+            && let Some((_, card)) = cached
+        {
+            return Ok(card);
+        }
+        if !status.is_success() {
+            return Err(response);
+        }
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|_| card_error("the agent's card could not be read"))?;
+        let card: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| card_error("the agent's card is not JSON"))?;
+        if let (Some(etag), Ok(mut cache)) = (etag, self.cache.lock()) {
+            cache.insert(
+                key.to_owned(),
+                CachedCard {
+                    etag,
+                    card: card.clone(),
+                },
+            );
+        }
+        Ok(card)
+    }
+}
+
+fn card_error(message: &str) -> Response<ProxyBody> {
+    json_error(StatusCode::BAD_GATEWAY, "card_fetch", message)
+}
