@@ -44,9 +44,6 @@ system_tools
 # The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
 "$(dirname "$0")/install-sdk-deps.sh"
 
-# The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
-"$(dirname "$0")/install-sdk-deps.sh"
-
 CACHE="${WARDEN_TEST_DEPS:-${XDG_CACHE_HOME:-$HOME/.cache}/warden/test-deps}"
 BIN="$CACHE/bin"
 STAMPS="$CACHE/stamps"
