@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party peers Warden's tests run against.
 #
-# - System tools (openssl, curl) from Debian, when missing.
+# - System tools (openssl, curl, python3 for the stdlib WSGI app of the attack tests) from
+#   Debian, when missing.
 # - Real peers built from their Go modules at pinned versions, into a cache outside the clone
 #   (no third-party source is ever committed):
 #     spire-server, spire-agent   github.com/spiffe/spire
@@ -28,7 +29,7 @@ SPIFFE_HELPER_VERSION=v0.11.0
 
 system_tools() {
   local missing=()
-  for tool in openssl curl; do
+  for tool in openssl curl python3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -40,9 +41,6 @@ system_tools() {
 }
 
 system_tools
-# The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
-"$(dirname "$0")/install-sdk-deps.sh"
-
 # The SDK peers of the interop tests (a2a-sdk, spiffe, @a2a-js/sdk, promtool, go-spiffe client).
 "$(dirname "$0")/install-sdk-deps.sh"
 

@@ -75,7 +75,7 @@ fn up_config(
     state_dir: &Path,
 ) -> anyhow::Result<warden_local::UpConfig> {
     Ok(warden_local::UpConfig {
-        manifests: std::path::absolute(args.path)?,
+        manifests: std::path::absolute(&args.path)?,
         state_dir: std::path::absolute(state_dir)?,
         ca_dir: args.ca_dir,
         gateway_listen: args.gateway_listen,

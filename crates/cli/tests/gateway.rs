@@ -705,6 +705,36 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule() {
+    let test = "a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let mesh = Mesh::start().await;
+    let script = warden_testkit::sdk::sources().join("python/denied_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(mesh.url("specialist", ""))
+        .args([mesh.pki.cert("rogue"), mesh.pki.key("rogue")])
+        .output()
+        .expect("run the a2a-sdk client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for transport in ["card", "jsonrpc", "rest"] {
+        let said = seen[transport].as_str().unwrap_or_default();
+        eprintln!("a2a-sdk {transport} refusal: {said}");
+        assert!(
+            said.contains(ROGUE) && said.contains("rule namespace_selector"),
+            "{transport}: the SDK user sees {said:?}"
+        );
+    }
+}
+
 /// Issue 11.4: a bearer scheme in any case is a credential, never forwarded; a second
 /// `Authorization` header or a malformed one is refused naming the problem; mTLS plus a
 /// token does not carry the token on.
@@ -958,34 +988,4 @@ async fn a_stalled_upstream_body_is_cut_and_audited_as_aborted() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["aborted"], true);
     assert_eq!(lines[0]["phase"], "responding");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule() {
-    let test = "a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule";
-    let Some(python) = warden_testkit::sdk::python(test) else {
-        return;
-    };
-    let mesh = Mesh::start().await;
-    let script = warden_testkit::sdk::sources().join("python/denied_client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(mesh.url("specialist", ""))
-        .args([mesh.pki.cert("rogue"), mesh.pki.key("rogue")])
-        .output()
-        .expect("run the a2a-sdk client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    for transport in ["card", "jsonrpc", "rest"] {
-        let said = seen[transport].as_str().unwrap_or_default();
-        eprintln!("a2a-sdk {transport} refusal: {said}");
-        assert!(
-            said.contains(ROGUE) && said.contains("rule namespace_selector"),
-            "{transport}: the SDK user sees {said:?}"
-        );
-    }
 }

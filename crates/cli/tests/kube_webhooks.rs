@@ -135,6 +135,34 @@ spec:
     - agentRef: {name: specialist, namespace: team-beta}
 "#;
 
+const KAGENT_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: agents.kagent.dev}
+spec:
+  group: kagent.dev
+  names: {kind: Agent, plural: agents, singular: agent}
+  scope: Namespaced
+  versions:
+    - name: v1alpha2
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+const KAGENT_ROGUE: &str = r#"
+apiVersion: kagent.dev/v1alpha2
+kind: Agent
+metadata: {name: rogue, namespace: team-gamma}
+spec:
+  type: Declarative
+  declarative:
+    tools:
+      - type: Agent
+        agent: {name: specialist, namespace: team-beta}
+"#;
+
 const BAD_SELECTOR: &str = r#"apiVersion: warden.dev/v1alpha1
 kind: Agent
 metadata: {name: picky, namespace: team-beta}
@@ -275,6 +303,28 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
     }
     eprintln!("step: rogue refused: {}", out.trim());
 
+    // 4b. kagent's own Agent kind is enforced the same way (a minimal stand-in for kagent's
+    //     CRD: Warden reads the fields it knows).
+    let (ok, out) = kubectl_stdin(&api, &["apply"], KAGENT_CRD);
+    assert!(ok, "{out}");
+    api.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "crd/agents.kagent.dev",
+        "--timeout",
+        "60s",
+    ]);
+    let (ok, out) = kubectl_stdin(&api, &["apply"], KAGENT_ROGUE);
+    assert!(!ok, "kagent's rogue was admitted:\n{out}");
+    for needle in [
+        "admission webhook \"agents.validate.kagent.dev\" denied the request",
+        "Agent.kagent.dev team-gamma/rogue",
+        "CrossNamespaceReferenceDenied",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+
     // 5. An invalid selector is refused with its field, in `warden validate`'s words.
     let bad = api.dir().join("bad-selector.yaml");
     std::fs::write(&bad, BAD_SELECTOR).unwrap();
@@ -292,8 +342,9 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
     assert!(!ok, "the bad selector was admitted");
     assert!(out.contains(&expected), "{expected:?} not in:\n{out}");
 
-    // 6. kubectl get agents shows the columns.
-    let table = api.kubectl_ok(&["get", "agents", "-A"]);
+    // 6. kubectl get agents shows the columns (fully qualified: kagent's CRD is installed
+    //    too, and a bare `agents` would pick one of the two).
+    let table = api.kubectl_ok(&["get", "agents.warden.dev", "-A"]);
     let header: Vec<&str> = table
         .lines()
         .next()

@@ -435,23 +435,29 @@ fn webhook_meta(opts: &InstallOptions, name: &str) -> ObjectMeta {
     metadata
 }
 
+/// The groups and versions whose Agents the validating webhook checks.
+const WARDEN: (&str, &str) = ("warden.dev", "v1alpha1");
+const KAGENT: (&str, &str) = ("kagent.dev", "v1alpha2");
+
 fn validating(opts: &InstallOptions) -> Value {
-    let hook = |name: &str, resource: &str, scope: &str| ValidatingWebhook {
-        name: name.into(),
-        client_config: client_config(opts, "/validate"),
-        rules: Some(rules(
-            "warden.dev",
-            "v1alpha1",
-            &[resource],
-            &["CREATE", "UPDATE"],
-            scope,
-        )),
-        failure_policy: Some("Fail".into()),
-        side_effects: "None".into(),
-        admission_review_versions: vec!["v1".into()],
-        timeout_seconds: Some(10),
-        match_policy: Some("Equivalent".into()),
-        ..ValidatingWebhook::default()
+    let hook = |name: &str, (group, version): (&str, &str), resource: &str, scope: &str| {
+        ValidatingWebhook {
+            name: name.into(),
+            client_config: client_config(opts, "/validate"),
+            rules: Some(rules(
+                group,
+                version,
+                &[resource],
+                &["CREATE", "UPDATE"],
+                scope,
+            )),
+            failure_policy: Some("Fail".into()),
+            side_effects: "None".into(),
+            admission_review_versions: vec!["v1".into()],
+            timeout_seconds: Some(10),
+            match_policy: Some("Equivalent".into()),
+            ..ValidatingWebhook::default()
+        }
     };
     to_value(
         (
@@ -461,8 +467,15 @@ fn validating(opts: &InstallOptions) -> Value {
         &ValidatingWebhookConfiguration {
             metadata: webhook_meta(opts, "warden-validating"),
             webhooks: Some(vec![
-                hook("agents.validate.warden.dev", "agents", "Namespaced"),
-                hook("meshconfigs.validate.warden.dev", "meshconfigs", "Cluster"),
+                hook("agents.validate.warden.dev", WARDEN, "agents", "Namespaced"),
+                hook(
+                    "meshconfigs.validate.warden.dev",
+                    WARDEN,
+                    "meshconfigs",
+                    "Cluster",
+                ),
+                // kagent's Agents are enforced like Warden's own (no effect without kagent).
+                hook("agents.validate.kagent.dev", KAGENT, "agents", "Namespaced"),
             ]),
         },
     )

@@ -63,11 +63,34 @@ pub fn located(e: &ModelError) -> String {
     out
 }
 
+/// Warden field path → the user's field path, for agents read from another kind (kagent's).
+type FieldMaps = Vec<(Origin, Vec<(String, String)>)>;
+
+/// An Agent as the model reads it, from Warden's kind or kagent's.
+#[derive(Debug, Clone)]
+pub struct ParsedAgent {
+    /// The agent, in Warden's terms.
+    pub agent: Sourced<Agent>,
+    /// How errors about it are re-located to the fields the user wrote (kagent's kind).
+    pub field_maps: FieldMaps,
+}
+
+impl ParsedAgent {
+    /// Errors with the user's field paths.
+    fn locate(&self, errors: Vec<ModelError>) -> Vec<ModelError> {
+        Manifests {
+            field_maps: self.field_maps.clone(),
+            ..Manifests::default()
+        }
+        .locate(errors)
+    }
+}
+
 /// A Warden object taken from an admission request.
 #[derive(Debug, Clone)]
 pub enum WardenObject {
-    /// An Agent.
-    Agent(Box<Sourced<Agent>>),
+    /// A `warden.dev` Agent, or kagent's `kagent.dev/v1alpha2` Agent read as one.
+    Agent(Box<ParsedAgent>),
     /// A MeshConfig.
     MeshConfig(Box<Sourced<MeshConfig>>),
 }
@@ -107,7 +130,10 @@ pub fn parse_object(
         return Err(errors);
     }
     if let Some(agent) = manifests.agents.pop() {
-        return Ok(WardenObject::Agent(Box::new(agent)));
+        return Ok(WardenObject::Agent(Box::new(ParsedAgent {
+            agent,
+            field_maps: manifests.field_maps,
+        })));
     }
     if let Some(config) = manifests.mesh_configs.pop() {
         return Ok(WardenObject::MeshConfig(Box::new(config)));
@@ -116,7 +142,9 @@ pub fn parse_object(
     Err(vec![ModelError {
         origin: None,
         field: Some("kind".into()),
-        message: format!("Warden's validating webhook checks Agent and MeshConfig, not {kind}"),
+        message: format!(
+            "Warden's validating webhook checks Agents (warden.dev, kagent.dev) and MeshConfigs, not {kind}"
+        ),
     }])
 }
 
@@ -141,8 +169,8 @@ fn target_of(agent: &Agent, tool: &warden_model::resources::ToolRef) -> (String,
 /// What checking `object` reads from the cluster.
 pub fn lookups(object: &WardenObject) -> Lookups {
     let mut lookups = Lookups::default();
-    if let WardenObject::Agent(agent) = object {
-        let agent = &agent.resource;
+    if let WardenObject::Agent(parsed) = object {
+        let agent = &parsed.agent.resource;
         lookups.namespaces.insert(namespace_of(agent));
         for tool in &agent.spec.tools {
             lookups.agents.insert(target_of(agent, tool));
@@ -154,7 +182,11 @@ pub fn lookups(object: &WardenObject) -> Lookups {
 /// Checks `object` against the cluster as `view` shows it.
 pub fn check(object: &WardenObject, view: &ClusterView) -> Verdict {
     match object {
-        WardenObject::Agent(agent) => check_agent(agent, view),
+        WardenObject::Agent(parsed) => {
+            let mut verdict = check_agent(&parsed.agent, view);
+            verdict.errors = parsed.locate(verdict.errors);
+            verdict
+        }
         WardenObject::MeshConfig(config) => check_mesh_config(config, view),
     }
 }
@@ -317,10 +349,13 @@ fn check_mesh_config(config: &Sourced<MeshConfig>, view: &ClusterView) -> Verdic
 pub fn check_manifests(manifests: &Manifests) -> Vec<(String, Verdict)> {
     let view = ClusterView::from_manifests(manifests);
     let name = |origin: &Origin| origin.object.clone().unwrap_or_else(|| origin.to_string());
-    let agents = manifests
-        .agents
-        .iter()
-        .map(|a| (name(&a.origin), WardenObject::Agent(Box::new(a.clone()))));
+    let agents = manifests.agents.iter().map(|a| {
+        let parsed = ParsedAgent {
+            agent: a.clone(),
+            field_maps: manifests.field_maps.clone(),
+        };
+        (name(&a.origin), WardenObject::Agent(Box::new(parsed)))
+    });
     let configs = manifests.mesh_configs.iter().map(|c| {
         (
             name(&c.origin),
@@ -505,6 +540,35 @@ metadata: {name: team-gamma, labels: {tier: external}}
             .insert(("team-beta".into(), "specialist".into()), current);
         let v = verdict(agent("team-beta", "specialist", spec), &view);
         assert!(v.allowed(), "{}", v.message());
+    }
+
+    #[test]
+    fn a_kagent_agent_is_checked_like_wardens_own() {
+        let rogue = json!({"apiVersion": "kagent.dev/v1alpha2", "kind": "Agent",
+            "metadata": {"name": "rogue", "namespace": "team-gamma"},
+            "spec": {"type": "Declarative", "declarative": {"tools": [
+                {"type": "Agent", "agent": {"name": "specialist", "namespace": "team-beta"}}]}}});
+        let v = verdict(rogue, &example_cluster());
+        assert!(!v.allowed());
+        let message = v.message();
+        assert!(
+            message.contains("Agent.kagent.dev team-gamma/rogue"),
+            "{message}"
+        );
+        assert!(
+            message.contains("CrossNamespaceReferenceDenied"),
+            "{message}"
+        );
+        let picky = json!({"apiVersion": "kagent.dev/v1alpha2", "kind": "Agent",
+            "metadata": {"name": "picky", "namespace": "team-beta"},
+            "spec": {"type": "Declarative", "declarative": {}, "allowedNamespaces": {"from": "Selector"}}});
+        let v = verdict(picky, &example_cluster());
+        assert!(
+            v.message()
+                .contains("spec.allowedNamespaces.selector: required when from is Selector"),
+            "{}",
+            v.message()
+        );
     }
 
     #[test]

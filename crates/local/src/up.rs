@@ -196,6 +196,7 @@ async fn control(mesh: Arc<Mesh>, upstreams: Upstreams, mut stop: watch::Receive
             if now != prints {
                 prints = now;
                 mesh.apply_manifests().await;
+                mesh.write_status().await;
             }
         }
     }

@@ -4,8 +4,8 @@
 //!
 //! - every proxy has loaded the current snapshot (waited for, bounded);
 //! - every agent's card is served through the gateway with gateway URLs;
-//! - every tool reference works end to end from its agent's egress, with its headers (a
-//!   reference the policy no longer admits fails here, with the rule);
+//! - every accepted tool reference works end to end from its agent's egress, with its headers;
+//!   a reference the target's policy does not admit (Accepted=False) is refused with the rule;
 //! - every pair of agents the policy denies is refused at the gateway, naming the rule;
 //! - a direct call that skips the gateway is refused by every Strict agent's sidecar;
 //! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
@@ -193,9 +193,15 @@ async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Chec
         let snapshot = read_snapshot(state_dir)?;
         let version = snapshot.version();
         let mut status = MeshStatus::load(state_dir).map_err(|e| e.to_string())?;
+        let written = status.snapshot_version;
         status.snapshot_version = version;
         status.refresh().await;
         let mut behind: Vec<String> = pending_edit(state_dir, &status).into_iter().collect();
+        if written != version {
+            behind.push(format!(
+                "the status describes snapshot v{written}, not v{version}"
+            ));
+        }
         behind.extend(
             status
                 .processes
@@ -365,10 +371,54 @@ async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
                 (false, 403) => Some(false),
                 _ => None,
             });
-            checks.push(tool_check(agent, tool, &target, code, &body));
+            checks.push(match (tool.accepted, admitted) {
+                (true, _) => tool_check(agent, tool, &target, code, &body),
+                (false, false) => refused_tool_check(run, agent, &target, code, &body),
+                (false, true) => Check {
+                    name: format!("{}'s tool reference to {}", agent.key(), target.key()),
+                    pass: false,
+                    detail: format!(
+                        "not accepted: {} {}",
+                        agent.accepted.reason, agent.accepted.message
+                    ),
+                },
+            });
         }
     }
     Ok(checks)
+}
+
+/// A tool reference the target's policy does not admit (Accepted=False): its calls must be
+/// refused at the gateway with the rule that denies it.
+fn refused_tool_check(
+    run: &Run,
+    agent: &CompiledAgent,
+    target: &CompiledAgent,
+    code: u16,
+    body: &str,
+) -> Check {
+    let rule = decide(
+        &run.snapshot,
+        &Caller::Spiffe(agent.spiffe_id.clone()),
+        &target.namespace,
+        &target.name,
+        "SendMessage",
+    )
+    .rule
+    .name();
+    let pass = code == 403 && body.contains(rule);
+    Check {
+        name: format!(
+            "{}'s tool reference to {} is not accepted, and its calls are refused",
+            agent.key(),
+            target.key()
+        ),
+        pass,
+        detail: match pass {
+            true => format!("403 {rule} ({})", agent.accepted.reason),
+            false => format!("{code} {} (expected 403 {rule})", short(body)),
+        },
+    }
 }
 
 fn tool_check(
@@ -393,7 +443,7 @@ fn tool_check(
                     .is_some_and(|a| a.iter().any(|v| v == h.as_str()))
         })
         .collect();
-    let pass = tool.accepted && code == 200 && caller_ok && missing.is_empty();
+    let pass = code == 200 && caller_ok && missing.is_empty();
     let detail = if pass && reports {
         let names: Vec<&str> = tool.headers.iter().map(|(h, _)| h.as_str()).collect();
         format!(
@@ -405,14 +455,7 @@ fn tool_check(
     } else if pass {
         format!("200 from {} (it does not report what it saw)", target.key())
     } else if code != 200 {
-        format!(
-            "{code} {}{}",
-            short(body),
-            match tool.accepted {
-                true => String::new(),
-                false => "; the reference is not accepted by the target's policy".into(),
-            }
-        )
+        format!("{code} {}", short(body))
     } else {
         format!(
             "200, but {} saw caller {} and lacked headers {missing:?}",

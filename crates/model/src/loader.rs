@@ -175,7 +175,7 @@ fn io_error(path: &Path, e: &std::io::Error) -> ModelError {
 /// Parses the documents of one file's text into `manifests`, collecting errors.
 pub fn load_str(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Vec<ModelError>) {
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let mut origin = Origin {
+        let origin = Origin {
             file: file.to_owned(),
             document: index + 1,
             object: None,
@@ -199,6 +199,24 @@ pub fn load_str(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
+        manifests.push_document(origin, value, errors);
+    }
+}
+
+impl Manifests {
+    /// Adds one parsed object (a YAML document, or an object from the API server converted with
+    /// `serde_yaml_ng::to_value`), by its apiVersion and kind: Warden's kinds, kagent's Agent,
+    /// kagenti's AgentRuntime, Namespaces, Secrets, ConfigMaps and workloads' mode annotations.
+    /// Problems are pushed to `errors` located at `origin` and the field; kinds Warden does not
+    /// use are noticed and skipped. This is the loader's whole per-document step, so the
+    /// admission webhook validates exactly as `warden validate` does.
+    pub fn push_document(
+        &mut self,
+        mut origin: Origin,
+        value: serde_yaml_ng::Value,
+        errors: &mut Vec<ModelError>,
+    ) {
+        let manifests = self;
         let text_field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let (Some(api_version), Some(kind)) = (text_field("apiVersion"), text_field("kind")) else {
             errors.push(ModelError {
@@ -206,7 +224,7 @@ pub fn load_str(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut
                 field: None,
                 message: "a resource needs apiVersion and kind".into(),
             });
-            continue;
+            return;
         };
         let metadata = value.get("metadata");
         let name = metadata
@@ -233,7 +251,7 @@ pub fn load_str(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut
             && let Err(e) = check_envelope(&value, allowed, &origin)
         {
             errors.push(e);
-            continue;
+            return;
         }
         match (api_version.as_str(), kind.as_str()) {
             (API_VERSION, "Agent") => push(value, origin, &mut manifests.agents, errors),

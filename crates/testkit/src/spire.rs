@@ -91,6 +91,8 @@ impl Spire {
             agent_config(spire.dir.path(), trust_domain, &token, &spire.server_port()),
         )
         .expect("write agent.conf");
+        // Copied now, before any test thread forks (see readable_copy).
+        spire.readable_copy(&spire.agent_bin.clone());
         spire.start_agent();
         eprintln!(
             "Spire: server + agent ready ({} entries) in {:?}",
@@ -132,14 +134,25 @@ impl Spire {
 
     /// `binary` copied into the fixture's `bin/` (0755), where any uid can run it (a
     /// `target/` under root's home may not be reachable by a workload uid).
+    ///
+    /// A binary any uid can already reach is used where it is: writing a copy while other
+    /// threads fork can leave the copy open for writing in a child, and exec then fails
+    /// with ETXTBSY. For the same reason a copy is made once and never written over.
     pub fn readable_copy(&self, binary: &Path) -> PathBuf {
+        if world_executable(binary) {
+            return binary.to_owned();
+        }
         let bin = self.dir.path().join("bin");
         std::fs::create_dir_all(&bin).expect("mkdir bin");
         let name = binary.file_name().expect("a file name");
         let copy = bin.join(name);
-        std::fs::copy(binary, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod copy");
+        if copy.exists() {
+            return copy;
+        }
+        let tmp = bin.join(format!(".{}.new", name.to_string_lossy()));
+        std::fs::copy(binary, &tmp).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod copy");
+        std::fs::rename(&tmp, &copy).expect("rename copy");
         copy
     }
 
@@ -244,9 +257,10 @@ impl Spire {
 
     fn generate_token(&self) -> String {
         let out = self.server_cli(&["token", "generate", "-ttl", "600"]);
-        out.trim()
-            .strip_prefix("Token: ")
+        out.lines()
+            .find_map(|l| l.strip_prefix("Token: "))
             .unwrap_or_else(|| panic!("unexpected token output: {out}"))
+            .trim()
             .to_owned()
     }
 
@@ -263,6 +277,16 @@ pub fn as_uid(uid: u32, program: &Path) -> Command {
         .args(["--clear-groups", "--"])
         .arg(program);
     command
+}
+
+/// Whether every uid can run `binary`: the file and each directory above it are `o+x`.
+fn world_executable(binary: &Path) -> bool {
+    let Ok(binary) = binary.canonicalize() else {
+        return false;
+    };
+    binary
+        .ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 fn running_as_root() -> bool {

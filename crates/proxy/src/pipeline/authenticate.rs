@@ -98,13 +98,14 @@ fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
     }
 }
 
+/// A refused credential: 401 in the binding's own denial shape (JSON-RPC error, google.rpc.Status
+/// or gRPC status) naming the rule; a malformed request (400) as a plain JSON error.
 fn refuse(ex: &mut Exchange, status: StatusCode, message: &str) -> Response<ProxyBody> {
     ex.authn = "invalid";
     ex.refused_by = Some("authentication");
     if status != StatusCode::UNAUTHORIZED {
         return json_error(status, "authentication", message);
     }
-    // 401 in the request's binding (`warden_a2a::denial`), so SDKs show why.
     let target = ex.target.as_ref().map(|t| t.key()).unwrap_or_default();
     let denial = Denial {
         refusal: DenialKind::Unauthenticated,
