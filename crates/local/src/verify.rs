@@ -275,6 +275,18 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
     Ok(checks)
 }
 
+/// Where cards fetched over mTLS point: the configured public URL, else the gateway's own
+/// authority with https (the gateway keeps the scheme the client used).
+fn card_base(run: &Run) -> String {
+    run.status.gateway.public_url.clone().unwrap_or_else(|| {
+        let url = &run.status.gateway.url;
+        format!(
+            "https://{}",
+            url.split_once("://").map_or(url.as_str(), |(_, a)| a)
+        )
+    })
+}
+
 /// Every card through the gateway, fetched as a caller its policy admits, carries gateway
 /// URLs and no internal address.
 async fn cards(run: &Run) -> Result<Check, String> {
@@ -300,14 +312,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
             .flat_map(|a| [a.app_address.as_str(), a.sidecar_address.as_str()])
             .filter(|addr| body.contains(addr))
             .collect();
-        // Fetched over mTLS: the card keeps https (or names the configured public URL).
-        let base = run.status.gateway.public_url.clone().unwrap_or_else(|| {
-            let url = &run.status.gateway.url;
-            format!(
-                "https://{}",
-                url.split_once("://").map_or(url.as_str(), |(_, a)| a)
-            )
-        });
+        let base = card_base(run);
         let expected = format!(
             "{}/api/a2a/{}/{}/",
             base.trim_end_matches('/'),
@@ -327,7 +332,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
         name: "cards are served through the gateway with gateway URLs".into(),
         pass: problems.is_empty(),
         detail: if problems.is_empty() {
-            let mut detail = format!("{fetched} cards point at {}", run.status.gateway.url);
+            let mut detail = format!("{fetched} cards point at {}", card_base(run));
             if !unreachable.is_empty() {
                 detail.push_str(&format!(
                     "; not fetched (no agent of the mesh may): {}",
