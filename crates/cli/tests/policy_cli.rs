@@ -21,10 +21,20 @@ fn stdout(out: &Output) -> String {
 }
 
 #[test]
-fn validate_accepts_the_example_and_lists_every_error_of_a_broken_mesh() {
+fn validate_names_the_examples_refused_reference_and_lists_every_error_of_a_broken_mesh() {
+    // The example is valid, but its rogue makes a tool reference the specialist's policy does
+    // not admit: that one line, naming the agent, the field and the rule, and exit 1.
     let out = warden(&["validate", example().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("valid: 3 agents"));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("Agent team-gamma/rogue")
+            && lines[0].contains("spec.tools")
+            && lines[0].contains("CrossNamespaceReferenceDenied")
+            && lines[0].contains("namespace_selector"),
+        "{lines:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.yaml");

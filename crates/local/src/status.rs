@@ -423,21 +423,24 @@ impl AgentStatus {
         }
         let processes_ok =
             health(sidecar) == ProcessHealth::Ready && health(app) == ProcessHealth::Ready;
-        let ok = self.condition("Accepted") == "True"
-            && self.condition("CardDiscovered") == "True"
-            && processes_ok;
-        let message = if processes_ok {
-            String::new()
-        } else {
-            format!(
+        // The first thing in the way, named so the user knows what to fix.
+        let ready = if !processes_ok {
+            let message = format!(
                 "sidecar {:?}, app {:?}; see `warden status` processes",
                 health(sidecar),
                 health(app)
-            )
-        };
-        let ready = match ok {
-            true => condition("Ready", "True", "Ready", message),
-            false => condition("Ready", "False", "NotReady", message),
+            );
+            condition("Ready", "False", "ProcessesNotReady", message)
+        } else if self.condition("Accepted") != "True" {
+            let message = "the manifest is not accepted (see the Accepted condition); its \
+                           processes run but its refused references are denied"
+                .to_owned();
+            condition("Ready", "False", "NotAccepted", message)
+        } else if self.condition("CardDiscovered") != "True" {
+            let message = "the agent card has not been fetched yet (see CardDiscovered)".to_owned();
+            condition("Ready", "False", "CardNotDiscovered", message)
+        } else {
+            condition("Ready", "True", "Ready", String::new())
         };
         self.set_condition(ready);
     }
