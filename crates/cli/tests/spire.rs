@@ -553,8 +553,6 @@ async fn after_an_agent_outage_past_svid_expiry_everything_recovers_by_itself() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in crates/proxy/src/server.rs serve_admin: /readyz is 200 whenever an SVID was \
-            ever loaded, even after it expired; un-ignore when readiness checks not_after"]
 async fn readyz_turns_unready_when_the_held_svid_expires_without_the_agent() {
     agent_outage_past_expiry(true).await;
 }

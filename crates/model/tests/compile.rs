@@ -80,8 +80,12 @@ fn a_reference_the_target_does_not_admit_is_not_accepted_and_names_both_sides() 
     // The data plane decides the same way.
     let caller = Caller::Spiffe(rogue.spiffe_id.clone());
     assert!(!decide(&snapshot, &caller, "team-beta", "specialist", "SendMessage").allowed);
-    // The example itself is fully accepted.
-    assert!(example().agents().iter().all(|a| a.accepted.status));
+    // The example itself makes the same reference (its README shows Accepted=False): every
+    // other agent of it is accepted.
+    for agent in example().agents() {
+        let rogue = agent.name == "rogue";
+        assert_eq!(agent.accepted.status, !rogue, "{}", agent.name);
+    }
 }
 
 #[test]

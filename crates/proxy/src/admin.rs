@@ -50,7 +50,12 @@ pub async fn serve_admin(
                         .as_ref()
                         .as_ref()
                         .and_then(|source| source.current());
-                    let ready = svid.is_some();
+                    // Ready while the held SVID is still valid: a source that cannot renew
+                    // (its Workload API down) keeps serving on it until then, not after.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let ready = svid.as_ref().is_some_and(|svid| svid.not_after() > now);
                     if let Some(svid) = &svid {
                         metrics.set_svid_expiry(svid.not_after());
                     }
@@ -64,7 +69,7 @@ pub async fn serve_admin(
                         "/readyz" if ready => (StatusCode::OK, Bytes::from_static(b"ready\n")),
                         "/readyz" => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            Bytes::from_static(b"no SVID loaded yet\n"),
+                            Bytes::from_static(b"no valid SVID (none loaded yet, or it expired)\n"),
                         ),
                         "/status" => (StatusCode::OK, crate::admin_status::body(ready)),
                         "/metrics" => (StatusCode::OK, Bytes::from(metrics.encode_as(format))),
