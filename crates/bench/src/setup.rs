@@ -515,6 +515,7 @@ pub fn policy_decision_ns() -> f64 {
             tools: vec![],
             card: None,
             local: None,
+            forward_authorization: false,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(format!("ns-{}", i % 10_000));

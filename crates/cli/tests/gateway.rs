@@ -944,6 +944,71 @@ async fn jsonrpc_batches_versions_and_broken_bodies_are_refused() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 }
 
+/// Issue 11.10: an HTTP+JSON route carrying a JSON-RPC body that names another method is
+/// refused (400) naming both, not decided as the route's method; a REST body goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_route_carrying_another_jsonrpc_method_is_refused() {
+    let mesh = Mesh::start().await;
+    let cancel = r#"{"jsonrpc":"2.0","id":"c1","method":"CancelTask","params":{"id":"t1"}}"#;
+    let json = ["-H", "content-type: application/json", "-d"];
+    let (status, body) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        "v1/message:send",
+        &[&json[..], &[cancel]].concat(),
+    );
+    assert_eq!(status, "400", "{body}");
+    assert!(
+        body.contains("SendMessage") && body.contains("CancelTask"),
+        "the refusal names both methods: {body}"
+    );
+    let rest = r#"{"message":{"role":"ROLE_USER","parts":[{"text":"hi"}]}}"#;
+    let (status, body) = mesh.call(
+        Some("orchestrator"),
+        "specialist",
+        "v1/message:send",
+        &[&json[..], &[rest]].concat(),
+    );
+    assert_eq!(status, "200", "{body}");
+    let lines = mesh.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["rule"], "route_body_mismatch", "{lines:?}");
+}
+
+/// Issue 11.4: an Agent that opts in with `forwardAuthorization: true` receives the caller's
+/// `Authorization`; the default (tested above) never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_opts_in_receives_the_callers_authorization() {
+    let mesh = Mesh::start().await;
+    let basic = ["-H", "authorization: Basic dXNlcg=="];
+    let (status, body) = mesh.call(None, "public", "headers", &basic);
+    assert_eq!(status, "200", "{body}");
+    assert!(headers(&body).get("authorization").is_none(), "{body}");
+    compile_example(&mesh.snapshot, |t| {
+        mesh_edit(t).replace(
+            "  name: public\n  namespace: team-beta\nspec:\n",
+            "  name: public\n  namespace: team-beta\nspec:\n  forwardAuthorization: true\n",
+        )
+    });
+    let changed = Instant::now();
+    loop {
+        let (status, body) = mesh.call(None, "public", "headers", &basic);
+        assert_eq!(status, "200", "{body}");
+        if headers(&body)["authorization"] == "Basic dXNlcg==" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(2),
+            "the opted-in agent never saw the header: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still only that agent: the specialist (no opt-in) does not see it.
+    let (status, body) = mesh.call(Some("orchestrator"), "specialist", "headers", &basic);
+    assert_eq!(status, "200", "{body}");
+    assert!(headers(&body).get("authorization").is_none(), "{body}");
+}
+
 /// Issue 11.8: the control plane's card grant is exactly GET of the card path — not a
 /// JSON-RPC GetAgentCard at the gateway, not any path ending in it at a sidecar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

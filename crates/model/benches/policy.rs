@@ -75,6 +75,7 @@ fn mesh(agents: usize, namespaces: usize) -> Manifests {
             tools: Vec::new(),
             card: None,
             local: None,
+            forward_authorization: false,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(format!("ns-{ns}"));

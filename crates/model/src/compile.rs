@@ -428,6 +428,7 @@ fn compile_agent(
         tools: Vec::new(),
         card: spec.card.clone(),
         local: spec.local.clone(),
+        forward_authorization: spec.forward_authorization,
         accepted: Accepted {
             status: true,
             reason: "Accepted".into(),

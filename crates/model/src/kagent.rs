@@ -380,6 +380,7 @@ fn to_warden(spec: Spec, origin: &Origin, notices: Vec<String>) -> Result<Conver
             tools,
             card: None,
             local: None,
+            forward_authorization: false,
         },
         notices,
         field_map,

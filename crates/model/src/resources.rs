@@ -119,6 +119,13 @@ pub struct AgentSpec {
     /// How `warden up` starts the agent locally; ignored in Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalProcess>,
+    /// Whether the gateway passes the caller's `Authorization` header on to this agent.
+    /// Off by default, and dangerous when on: the header carries the credential the caller
+    /// proved itself to the gateway with, so the agent (and anything it is compromised by)
+    /// can replay it to reach every other agent as that caller. Turn it on only for an agent
+    /// that must check the caller's token itself and is trusted with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_authorization: bool,
 }
 
 fn default_port() -> u16 {

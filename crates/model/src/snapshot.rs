@@ -131,6 +131,10 @@ pub struct CompiledAgent {
     /// Local process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalProcess>,
+    /// `forwardAuthorization`: the gateway keeps the caller's `Authorization` header for this
+    /// agent (off unless the Agent opts in; see `AgentSpec::forward_authorization`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_authorization: bool,
     /// The `Accepted` condition.
     pub accepted: Accepted,
 }

@@ -220,3 +220,21 @@ fn the_crds_carry_a_structural_schema() {
     let mesh = serde_json::to_value(warden_model::MeshConfig::crd()).unwrap();
     assert_eq!(mesh["spec"]["scope"], "Cluster");
 }
+
+/// Issue 11.4: the gateway keeps a caller's `Authorization` only for an Agent that opts in
+/// with `forwardAuthorization: true`; an Agent that says nothing does not, and the choice
+/// survives the snapshot's JSON.
+#[test]
+fn forwarding_authorization_is_off_unless_the_agent_opts_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: quiet, namespace: ns}\nspec: {}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: trusting, namespace: ns}\nspec: {forwardAuthorization: true}\n").unwrap();
+    let snapshot = SnapshotStore::new().reload(&file).unwrap();
+    let json = serde_json::to_string(&*snapshot).unwrap();
+    let back: MeshSnapshot = serde_json::from_str(&json).unwrap();
+    for s in [&*snapshot, &back] {
+        assert!(!s.agent("ns", "quiet").unwrap().forward_authorization);
+        assert!(s.agent("ns", "trusting").unwrap().forward_authorization);
+    }
+    assert!(example().agents().iter().all(|a| !a.forward_authorization));
+}

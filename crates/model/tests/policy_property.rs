@@ -155,6 +155,7 @@ fn random_mesh(seed: u64) -> Manifests {
             tools: Vec::new(),
             card: None,
             local: None,
+            forward_authorization: false,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(rng.pick(&NAMESPACES[..4]).to_string());

@@ -66,12 +66,14 @@ fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
         Ok(credential) => credential,
         Err((status, message)) => return Err(Box::new(refuse(ex, status, message))),
     };
-    // Credentials are for the gateway: the agent never sees them.
+    // Credentials are for the gateway: the agent never sees them, unless it opted in.
     let token = match credential {
         Credential::Bearer(token) => Some(token.to_owned()),
         Credential::None | Credential::Other => None,
     };
-    ex.parts.headers.remove(http::header::AUTHORIZATION);
+    if !target_takes_authorization(ex) {
+        ex.parts.headers.remove(http::header::AUTHORIZATION);
+    }
     if let Some(id) = &ex.peer.id {
         ex.caller = Caller::Spiffe(id.clone());
         ex.authn = "mtls";
@@ -95,6 +97,17 @@ fn gateway(ex: &mut Exchange) -> Result<(), Refusal> {
             Ok(())
         }
         Err(rejected) => Err(Box::new(refuse(ex, StatusCode::UNAUTHORIZED, &rejected.0))),
+    }
+}
+
+/// Whether the target Agent opted in to receiving the caller's `Authorization`
+/// (`spec.forwardAuthorization`); an unknown target, or no snapshot, does not.
+fn target_takes_authorization(ex: &Exchange) -> bool {
+    match (&ex.policy.snapshot, &ex.target) {
+        (Some(snapshot), Some(t)) => snapshot
+            .agent(&t.namespace, &t.name)
+            .is_some_and(|a| a.forward_authorization),
+        _ => false,
     }
 }
 

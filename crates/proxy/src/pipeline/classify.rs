@@ -3,7 +3,8 @@
 //! At the gateway: the agent card (`GET …/.well-known/agent-card.json`), a JSON-RPC call
 //! (`POST` to the agent's root, or a JSON `POST` under a path such as `/a2a/jsonrpc`; the body
 //! is read, within the body limit, for its method, id, task and context), an HTTP+JSON route
-//! under any prefix (`POST …/a2a/rest/message:send`, …), a gRPC method
+//! under any prefix (`POST …/a2a/rest/message:send`, …; a JSON body is read too, and refused
+//! when it is a JSON-RPC request naming another method), a gRPC method
 //! (`/lf.a2a.v1.A2AService/SendMessage`), or else the HTTP route itself
 //! (`warden_a2a::classify`). A sidecar only tells the card fetch from any other call (the gateway parsed the
 //! A2A body already); the egress port does not classify.
@@ -94,6 +95,12 @@ async fn gateway(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
         Classified::Rest { method, task_id } => {
             ex.call.method = Some(Cow::Borrowed(method));
             ex.call.task_id = task_id;
+            // A JSON body is read (within the same bounds) to check it does not name another
+            // method; a caller admitted for nothing is refused later without reading it.
+            if is_json(&ex.parts.headers) && admitted_for_calls(ex) {
+                let bytes = buffer(ex, rules).await?;
+                route_and_body_agree(ex, method, &bytes)?;
+            }
             Ok(())
         }
         Classified::Grpc { method } => {
@@ -135,20 +142,7 @@ fn admitted_for_calls(ex: &Exchange) -> bool {
 /// Reads a JSON-RPC body (within the bounds) for its method, id, task and context. Batches
 /// are refused (400): one request, one decision, one audit line.
 async fn jsonrpc(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
-    let RequestBody::Streaming(incoming) = std::mem::replace(&mut ex.body, RequestBody::Taken)
-    else {
-        return Err(Box::new(json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "no body",
-        )));
-    };
-    let read = body::read(incoming, rules)
-        .await
-        .map_err(|e| Box::new(unreadable(ex, e)))?;
-    let bytes = read.bytes;
-    ex.buffered = read.permit;
-    ex.bytes_in = bytes.len() as u64;
+    let bytes = buffer(ex, rules).await?;
     match warden_a2a::jsonrpc_call(&bytes) {
         Some(call) => {
             ex.call.method = Some(Cow::Owned(call.method));
@@ -162,9 +156,52 @@ async fn jsonrpc(ex: &mut Exchange, rules: &BodyRules) -> Result<(), Refusal> {
             ex.call.method = Some(Cow::Owned(format!("POST /{rest}")));
         }
     }
-    ex.body = RequestBody::Buffered(bytes);
     Ok(())
 }
+
+/// Reads the request body within the bounds; it goes on buffered, holding its share of the
+/// budget until the exchange ends.
+async fn buffer(ex: &mut Exchange, rules: &BodyRules) -> Result<bytes::Bytes, Refusal> {
+    let RequestBody::Streaming(incoming) = std::mem::replace(&mut ex.body, RequestBody::Taken)
+    else {
+        return Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "no body",
+        )));
+    };
+    let read = body::read(incoming, rules)
+        .await
+        .map_err(|e| Box::new(unreadable(ex, e)))?;
+    ex.buffered = read.permit;
+    ex.bytes_in = read.bytes.len() as u64;
+    ex.body = RequestBody::Buffered(read.bytes.clone());
+    Ok(read.bytes)
+}
+
+/// An HTTP+JSON route whose body is a JSON-RPC request (or batch) naming another method is
+/// refused (400): the call is decided and audited as one method, so the agent must not be
+/// handed another (an agent that reads any POST as JSON-RPC would run the body's).
+fn route_and_body_agree(ex: &mut Exchange, route: &str, bytes: &[u8]) -> Result<(), Refusal> {
+    let Some(call) = warden_a2a::jsonrpc_call(bytes) else {
+        return not_a_single_request(ex, bytes);
+    };
+    if call.method == route {
+        return Ok(());
+    }
+    ex.refused_by = Some(ROUTE_BODY_MISMATCH);
+    Err(Box::new(json_error(
+        StatusCode::BAD_REQUEST,
+        ROUTE_BODY_MISMATCH,
+        &format!(
+            "the route is {route} but the JSON-RPC body names {}: route and body must agree",
+            call.method
+        ),
+    )))
+}
+
+/// The rule of a route and body that name different methods.
+const ROUTE_BODY_MISMATCH: &str = "route_body_mismatch";
 
 fn unreadable(ex: &mut Exchange, error: BodyError) -> Response<ProxyBody> {
     let (status, rule) = match error {
@@ -298,6 +335,33 @@ mod tests {
                 not_a_single_request(&mut ex, body.as_bytes()).is_ok(),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn a_rest_route_whose_jsonrpc_body_names_another_method_is_refused() {
+        let mut ex = exchange("POST", "/", policy());
+        let cancel = r#"{"jsonrpc":"2.0","id":1,"method":"CancelTask","params":{"id":"t1"}}"#;
+        let refused = route_and_body_agree(&mut ex, "SendMessage", cancel.as_bytes())
+            .expect_err("CancelTask on message:send");
+        assert_eq!(refused.status(), 400);
+        assert_eq!(ex.refused_by, Some(ROUTE_BODY_MISMATCH));
+        // A batch smuggles methods just the same.
+        let batch = format!("[{cancel}]");
+        assert!(route_and_body_agree(&mut ex, "SendMessage", batch.as_bytes()).is_err());
+        // The REST body itself, the same method (in either version's name), or no JSON: on.
+        for body in [
+            r#"{"message":{"role":"ROLE_USER","parts":[{"text":"hi"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}"#,
+            "",
+        ] {
+            let mut ex = exchange("POST", "/", policy());
+            assert!(
+                route_and_body_agree(&mut ex, "SendMessage", body.as_bytes()).is_ok(),
+                "{body}"
+            );
+            assert_eq!(ex.refused_by, None);
         }
     }
 
