@@ -263,7 +263,11 @@ impl Mesh {
             None => {
                 let mut args: Vec<String> =
                     ["agent", "echo", "--listen"].map(String::from).to_vec();
-                args.extend([place.app.to_string(), "--name".into(), agent.name.clone()]);
+                args.extend([
+                    place.app.to_string(),
+                    "--name".into(),
+                    agent.card_name().to_owned(),
+                ]);
                 if let Some(tool) = agent.tools.iter().find(|t| t.accepted) {
                     args.extend([
                         "--delegate-to".into(),
@@ -617,6 +621,12 @@ fn process(
 /// How long the controller waits for a card.
 const CARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The name the card must carry when `warden up` runs the built-in app (no `local` command,
+/// no static card): the agent's card name (kagent's `my_helper` for a kagent `my-helper`).
+fn builtin_card_name(agent: &CompiledAgent) -> Option<&str> {
+    (agent.local.is_none() && agent.card.is_none()).then(|| agent.card_name())
+}
+
 async fn fetch_card(
     agent: &CompiledAgent,
     inbound: SocketAddr,
@@ -638,7 +648,17 @@ async fn fetch_card(
                 "GET /.well-known/agent-card.json over {transport}: no answer within {CARD_TIMEOUT:?}"
             )
         })?;
-    if (200..300).contains(&status) && serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+    let card = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    if let (Some(card), Some(expected)) = (&card, builtin_card_name(agent))
+        && (200..300).contains(&status)
+        && card.get("name").and_then(|n| n.as_str()) != Some(expected)
+    {
+        return Err(format!(
+            "GET /.well-known/agent-card.json over {transport}: the card names {}, expected {expected:?}",
+            card.get("name").unwrap_or(&serde_json::Value::Null)
+        ));
+    }
+    if (200..300).contains(&status) && card.is_some() {
         Ok(CardInfo {
             transport_security: transport.into(),
             // Via::Mesh only completes a handshake with a server proving this ID.

@@ -177,7 +177,11 @@ fn compile_located(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, 
             &overrides,
             &mut errors,
         );
-        if let Some(agent) = agent {
+        if let Some(mut agent) = agent {
+            agent.card_name = manifests
+                .card_name(&sourced.origin)
+                .filter(|card| *card != agent.name)
+                .map(str::to_owned);
             let key = (agent.namespace.clone(), agent.name.clone());
             if let Some(first) = seen.insert(key, &sourced.origin) {
                 errors.push(ModelError::at(
@@ -426,6 +430,7 @@ fn compile_agent(
         allowed_callers: allowed_callers?,
         denied_callers: denied_callers?,
         tools: Vec::new(),
+        card_name: None,
         card: spec.card.clone(),
         local: spec.local.clone(),
         forward_authorization: spec.forward_authorization,

@@ -20,6 +20,13 @@ pub const GROUP: &str = "kagent.dev";
 /// kagent's API version read by Warden.
 pub const API_VERSION: &str = "kagent.dev/v1alpha2";
 
+/// The name kagent gives an Agent in its A2A card: the resource name with `-` replaced by `_`
+/// (kagent's convention, so that a kagent user's clients find the card they expect under
+/// `warden up`).
+pub fn card_name(agent_name: &str) -> String {
+    agent_name.replace('-', "_")
+}
+
 /// What Warden reads of a kagent Agent's spec.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

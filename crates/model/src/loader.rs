@@ -99,6 +99,9 @@ pub struct Manifests {
     /// For agents read from another kind (kagent's): how Warden's field paths map back to
     /// the fields the user wrote, so errors found later name the user's field.
     pub field_maps: Vec<(Origin, Vec<(String, String)>)>,
+    /// For agents read from kagent's kind: the name kagent gives the agent in its card
+    /// (agents of Warden's own kind are named by their plain name).
+    pub card_names: Vec<(Origin, String)>,
     /// Documents skipped because Warden does not use their kind, and fields of users' kinds
     /// that Warden accepts but does not act on.
     pub notices: Vec<String>,
@@ -113,6 +116,15 @@ impl Manifests {
             }
         }
         errors
+    }
+
+    /// The name the agent from `origin` carries in its card, when its kind names it otherwise
+    /// than by its resource name (kagent's `my-helper` is `my_helper`).
+    pub fn card_name(&self, origin: &Origin) -> Option<&str> {
+        self.card_names
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map(|(_, name)| name.as_str())
     }
 
     /// A Warden field path (`spec.tools`) of the resource from `origin`, as the user wrote it
@@ -354,6 +366,11 @@ fn push_kagent(
             manifests
                 .field_maps
                 .push((origin.clone(), converted.field_map));
+            if let Some(name) = &metadata.name {
+                manifests
+                    .card_names
+                    .push((origin.clone(), crate::kagent::card_name(name)));
+            }
             manifests.agents.push(Sourced {
                 resource: Agent {
                     metadata,

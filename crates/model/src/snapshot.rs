@@ -125,6 +125,10 @@ pub struct CompiledAgent {
     /// Tool references.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<CompiledTool>,
+    /// The name the agent's card carries when it is not `name` (kagent's agents: `-`
+    /// replaced by `_`); see [`CompiledAgent::card_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_name: Option<String>,
     /// Static card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<serde_json::Value>,
@@ -143,6 +147,12 @@ impl CompiledAgent {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The name in the agent's A2A card: what the built-in app announces and what the
+    /// controller expects of it, so a kagent user's agent keeps kagent's card name.
+    pub fn card_name(&self) -> &str {
+        self.card_name.as_deref().unwrap_or(&self.name)
     }
 }
 

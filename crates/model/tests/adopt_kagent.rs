@@ -339,3 +339,22 @@ fn the_kagent_example_decides_like_the_seed() {
         manifests.notices
     );
 }
+
+/// kagent names the card's agent with `-` replaced by `_`; Warden's own kind keeps the plain
+/// name, so the same dashed name compiles to two different card names by kind.
+#[test]
+fn a_dashed_kagent_agent_keeps_kagents_card_name() {
+    let snapshot = common::mesh(
+        "apiVersion: kagent.dev/v1alpha2\nkind: Agent\nmetadata: {name: my-helper, namespace: team-alpha}\nspec: {declarative: {}}\n\
+---\napiVersion: kagent.dev/v1alpha2\nkind: Agent\nmetadata: {name: plain, namespace: team-alpha}\nspec: {declarative: {}}\n\
+---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: my-helper, namespace: team-beta}\nspec: {}\n",
+    );
+    let card = |ns: &str, name: &str| snapshot.agent(ns, name).unwrap().card_name().to_owned();
+    assert_eq!(card("team-alpha", "my-helper"), "my_helper");
+    assert_eq!(card("team-alpha", "plain"), "plain");
+    assert_eq!(card("team-beta", "my-helper"), "my-helper");
+    // The resource keeps its name: URLs, keys and SPIFFE IDs are unchanged.
+    let kagent = snapshot.agent("team-alpha", "my-helper").unwrap();
+    assert_eq!(kagent.key(), "team-alpha/my-helper");
+    assert!(kagent.spiffe_id.to_string().ends_with("/sa/my-helper"));
+}
