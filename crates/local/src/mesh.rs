@@ -252,6 +252,9 @@ impl Mesh {
             &self.gateway_url(),
             "--gateway-id",
             self.gateway_id.as_str(),
+            // Absolute-form (HTTP proxy) egress to the gateway originates mTLS too.
+            "--mesh-peer",
+            &format!("{}={}", self.config.gateway_listen, self.gateway_id),
             "--workload-api",
             &Self::unix(&place.socket),
             "--trust-domain",
