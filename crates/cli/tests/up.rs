@@ -538,7 +538,12 @@ spec:
 /// (HTTP status, body) of an anonymous card request through the gateway.
 fn anonymous_card(gateway: std::net::SocketAddr, agent: &str) -> (String, String) {
     let url = format!("http://{gateway}/api/a2a/{agent}/.well-known/agent-card.json");
-    let out = curl(&["-w", "\n%{http_code}", &url]);
+    curl_status(&[&url])
+}
+
+/// (HTTP status, body) of `curl args`.
+fn curl_status(args: &[&str]) -> (String, String) {
+    let out = curl(&[args, &["-w", "\n%{http_code}"]].concat());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_owned(), body.to_owned())
@@ -743,20 +748,15 @@ fn send_with_jwt_svid(state: &Path, gateway: std::net::SocketAddr, id: &str) -> 
         String::from_utf8_lossy(&token.stdout).trim()
     );
     let url = format!("http://{gateway}/api/a2a/team-beta/specialist/");
-    let out = curl(&[
+    curl_status(&[
         "-H",
         &bearer,
         "-H",
         "content-type: application/json",
         "-d",
         SEND,
-        "-w",
-        "\n%{http_code}",
         &url,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.to_owned(), body.to_owned())
+    ])
 }
 
 /// `warden --log-format json up`: every line of every child's log is JSON; the gateway admits
@@ -789,20 +789,17 @@ fn json_logs_reach_every_child_and_the_gateway_admits_the_embedded_cas_jwt_svids
         .unwrap();
     let proxy = format!("http://{}", orchestrator["egressAddress"].as_str().unwrap());
     let url = format!("http://{gateway}/api/a2a/team-beta/specialist/");
-    let out = curl(&[
+    let (code, body) = curl_status(&[
         "-x",
         &proxy,
         "-H",
         "content-type: application/json",
         "-d",
         SEND,
-        "-w",
-        "\n%{http_code}",
         &url,
     ]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(said.ends_with("\n200"), "{said}");
-    assert!(said.contains("specialist echoes: hi"), "{said}");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("specialist echoes: hi"), "{body}");
 
     signal(up.pid(), "-INT");
     assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
