@@ -173,7 +173,10 @@ fn main() -> ExitCode {
             Command::Convert(args) => policy::convert(args),
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Gateway(args) => gateway::run(*args).await,
-            Command::Up(args) => up::up(args, &cli.state_dir).await,
+            Command::Up(args) => {
+                let json_logs = matches!(cli.log_format, LogFormat::Json);
+                up::up(args, &cli.state_dir, json_logs).await
+            }
             Command::Status(args) => up::status(args, &cli.state_dir).await,
             Command::Verify(args) => up::verify(args, &cli.state_dir).await,
             Command::Check(args) => up::check(args, &cli.state_dir),

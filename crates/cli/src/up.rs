@@ -73,6 +73,7 @@ fn up_config(
     args: UpArgs,
     verify: bool,
     state_dir: &Path,
+    json_logs: bool,
 ) -> anyhow::Result<warden_local::UpConfig> {
     Ok(warden_local::UpConfig {
         manifests: std::path::absolute(&args.path)?,
@@ -82,11 +83,17 @@ fn up_config(
         public_url: args.public_url,
         warden: std::env::current_exe()?,
         verify: verify && !args.no_verify,
+        json_logs,
     })
 }
 
-pub(crate) async fn up(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let config = up_config(args, true, state_dir)?;
+/// `json_logs`: the global `--log-format json`, passed on to every child.
+pub(crate) async fn up(
+    args: UpArgs,
+    state_dir: &Path,
+    json_logs: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = up_config(args, true, state_dir, json_logs)?;
     match warden_local::up(config, up_shutdown()).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ warden_local::UpError::Preflight(_)) => {
@@ -116,7 +123,7 @@ async fn up_shutdown() {
 
 /// `warden check`: the pre-flight checks of `warden up`, on demand.
 pub(crate) fn check(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let config = up_config(args, false, state_dir)?;
+    let config = up_config(args, false, state_dir, false)?;
     match warden_local::preflight::preflight(&config) {
         Ok(cleared) => {
             for line in &cleared.passed {

@@ -48,10 +48,21 @@ fn verify(state: &Path) -> (Option<i32>, String) {
 }
 
 fn start_up(state: &Path, manifests: &Path, gateway: std::net::SocketAddr) -> Running {
+    start_up_with(state, manifests, gateway, &[])
+}
+
+/// `start_up` with global flags before `up` (e.g. `--log-format json`).
+fn start_up_with(
+    state: &Path,
+    manifests: &Path,
+    gateway: std::net::SocketAddr,
+    global: &[&str],
+) -> Running {
     Running(
         Command::new(WARDEN)
             .arg("--state-dir")
             .arg(state)
+            .args(global)
             .arg("up")
             .arg(manifests)
             .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
@@ -527,7 +538,12 @@ spec:
 /// (HTTP status, body) of an anonymous card request through the gateway.
 fn anonymous_card(gateway: std::net::SocketAddr, agent: &str) -> (String, String) {
     let url = format!("http://{gateway}/api/a2a/{agent}/.well-known/agent-card.json");
-    let out = curl(&["-w", "\n%{http_code}", &url]);
+    curl_status(&[&url])
+}
+
+/// (HTTP status, body) of `curl args`.
+fn curl_status(args: &[&str]) -> (String, String) {
+    let out = curl(&[args, &["-w", "\n%{http_code}"]].concat());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_owned(), body.to_owned())
@@ -704,4 +720,104 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
     );
     let out = warden(&state, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+/// A JSON-RPC SendMessage saying "hi".
+const SEND: &str = r#"{"jsonrpc":"2.0","id":"j1","method":"message/send","params":{"message":{"role":"user","messageId":"m1","parts":[{"kind":"text","text":"hi"}]}}}"#;
+
+/// A JSON-RPC SendMessage to the specialist through the gateway, as the holder of a JWT-SVID
+/// for `id` from `up`'s CA; (HTTP status, body).
+fn send_with_jwt_svid(state: &Path, gateway: std::net::SocketAddr, id: &str) -> (String, String) {
+    let ca = state.join("ca");
+    let token = warden(
+        state,
+        &[
+            "ca",
+            "jwt",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--id",
+            id,
+            "--audience",
+            "warden-gateway",
+        ],
+    );
+    assert!(token.status.success(), "{}", text(&token));
+    let bearer = format!(
+        "authorization: Bearer {}",
+        String::from_utf8_lossy(&token.stdout).trim()
+    );
+    let url = format!("http://{gateway}/api/a2a/team-beta/specialist/");
+    curl_status(&[
+        "-H",
+        &bearer,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        SEND,
+        &url,
+    ])
+}
+
+/// `warden --log-format json up`: every line of every child's log is JSON; the gateway admits
+/// JWT-SVIDs from the embedded CA (`warden ca jwt`): team-alpha's reaches the specialist,
+/// team-gamma's is refused by the specialist's policy; an egress used as an HTTP proxy toward
+/// the gateway originates mTLS.
+#[test]
+fn json_logs_reach_every_child_and_the_gateway_admits_the_embedded_cas_jwt_svids() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = example_copy(dir.path());
+    let state = dir.path().join("state");
+    let gateway = free_addr();
+    let mut up = start_up_with(&state, &manifests, gateway, &["--log-format", "json"]);
+    let status = wait_ready(&state, &mut up, 3);
+
+    let (code, body) = send_with_jwt_svid(&state, gateway, ORCHESTRATOR);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("specialist echoes: hi"), "{body}");
+    let (code, body) = send_with_jwt_svid(&state, gateway, ROGUE);
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("namespace_selector"), "{body}");
+
+    // The orchestrator's egress used as an HTTP proxy toward the gateway originates mTLS:
+    // the gateway sees team-alpha's SVID (anonymous, the specialist would refuse it).
+    let orchestrator = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "orchestrator")
+        .unwrap();
+    let proxy = format!("http://{}", orchestrator["egressAddress"].as_str().unwrap());
+    let url = format!("http://{gateway}/api/a2a/team-beta/specialist/");
+    let (code, body) = curl_status(&[
+        "-x",
+        &proxy,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        SEND,
+        &url,
+    ]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("specialist echoes: hi"), "{body}");
+
+    signal(up.pid(), "-INT");
+    assert_eq!(up.wait_exit(Duration::from_secs(15)), Some(0));
+    let logs: Vec<PathBuf> = std::fs::read_dir(state.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // The gateway, and a sidecar and an app per agent.
+    assert_eq!(logs.len(), 7, "{logs:?}");
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.trim().is_empty(), "{} is empty", log.display());
+        for line in text.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+                "{}: not a JSON object: {line}",
+                log.display()
+            );
+        }
+    }
 }

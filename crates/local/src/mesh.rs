@@ -26,6 +26,10 @@ use crate::status::{
 use crate::supervisor::{ChildSpec, ChildState, Health, supervise};
 use crate::up::{UpConfig, UpError, compile, setup, write_snapshot};
 
+/// The embedded CA's SPIFFE bundle in the state directory, which the gateway verifies
+/// JWT-SVIDs with.
+const JWT_BUNDLE: &str = "jwt-bundle.json";
+
 /// Ports and paths of one agent.
 #[derive(Debug, Clone)]
 struct Placement {
@@ -111,6 +115,9 @@ impl Mesh {
             rustls_pki_types::UnixTime::now(),
         )
         .not_after;
+        let jwt_bundle = config.state_dir.join(JWT_BUNDLE);
+        write_atomic(&jwt_bundle, &ca.bundle().to_spiffe_json(), 0o600)
+            .map_err(|e| UpError::Setup(format!("writing {}: {e}", jwt_bundle.display())))?;
         Ok(Self {
             ca: CaStatus {
                 trust_domain: snapshot.trust_domain().to_string(),
@@ -149,6 +156,19 @@ impl Mesh {
         parts
             .iter()
             .fold(self.config.state_dir.clone(), |p, part| p.join(part))
+    }
+
+    /// The log format `up` was given, as the global flag every `warden` child gets (always
+    /// explicit, so a `WARDEN_LOG_FORMAT` inherited from the shell cannot contradict it).
+    fn log_flags(&self) -> Vec<String> {
+        vec!["--log-format".into(), self.log_format().into()]
+    }
+
+    fn log_format(&self) -> &'static str {
+        match self.config.json_logs {
+            true => "json",
+            false => "human",
+        }
     }
 
     fn unix(path: &Path) -> String {
@@ -232,6 +252,9 @@ impl Mesh {
             &self.gateway_url(),
             "--gateway-id",
             self.gateway_id.as_str(),
+            // Absolute-form (HTTP proxy) egress to the gateway originates mTLS too.
+            "--mesh-peer",
+            &format!("{}={}", self.config.gateway_listen, self.gateway_id),
             "--workload-api",
             &Self::unix(&place.socket),
             "--trust-domain",
@@ -241,10 +264,12 @@ impl Mesh {
             "--agent",
             &agent.key(),
         ];
+        let mut all = self.log_flags();
+        all.extend(args.iter().map(|a| a.to_string()));
         ChildSpec {
             name: format!("{} sidecar", agent.key()),
             program: self.config.warden.clone(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args: all,
             env: BTreeMap::new(),
             log: self.state(&[
                 "logs",
@@ -261,8 +286,8 @@ impl Mesh {
                 local.env.clone(),
             ),
             None => {
-                let mut args: Vec<String> =
-                    ["agent", "echo", "--listen"].map(String::from).to_vec();
+                let mut args = self.log_flags();
+                args.extend(["agent", "echo", "--listen"].map(String::from));
                 args.extend([
                     place.app.to_string(),
                     "--name".into(),
@@ -281,6 +306,9 @@ impl Mesh {
             }
         };
         env.insert("PORT".into(), place.app.port().to_string());
+        // A command of the user's cannot be given a flag it may not know; a `warden` one
+        // (or anything that honours it) reads the log format here.
+        env.insert("WARDEN_LOG_FORMAT".into(), self.log_format().into());
         env.insert("WARDEN_EGRESS".into(), format!("http://{}", place.egress));
         ChildSpec {
             name: format!("{} app", agent.key()),
@@ -295,7 +323,8 @@ impl Mesh {
     }
 
     async fn gateway_spec(&self) -> ChildSpec {
-        let mut args: Vec<String> = vec![
+        let mut args = self.log_flags();
+        args.extend([
             "gateway".into(),
             "--listen".into(),
             self.config.gateway_listen.to_string(),
@@ -309,7 +338,10 @@ impl Mesh {
             self.ca.trust_domain.clone(),
             "--audit-log".into(),
             self.state(&["audit.log"]).display().to_string(),
-        ];
+            // JWT-SVIDs from the embedded CA (`warden ca jwt`) are callers like X.509 ones.
+            "--jwt-bundle".into(),
+            self.state(&[JWT_BUNDLE]).display().to_string(),
+        ]);
         if let Some(url) = &self.config.public_url {
             args.extend(["--public-url".into(), url.clone()]);
         }

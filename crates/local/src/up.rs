@@ -45,6 +45,9 @@ pub struct UpConfig {
     pub warden: PathBuf,
     /// Run `verify` once everything is ready.
     pub verify: bool,
+    /// `--log-format json` was given to `up`: every child logs one JSON object per line too
+    /// (a log shipper reading `<state>/logs/` then needs no second parser).
+    pub json_logs: bool,
 }
 
 impl UpConfig {
