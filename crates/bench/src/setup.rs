@@ -516,6 +516,7 @@ pub fn policy_decision_ns() -> f64 {
             card: None,
             local: None,
             forward_authorization: false,
+            target_ref: None,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(format!("ns-{}", i % 10_000));

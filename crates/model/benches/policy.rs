@@ -76,6 +76,7 @@ fn mesh(agents: usize, namespaces: usize) -> Manifests {
             card: None,
             local: None,
             forward_authorization: false,
+            target_ref: None,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(format!("ns-{ns}"));

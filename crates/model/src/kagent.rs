@@ -388,6 +388,7 @@ fn to_warden(spec: Spec, origin: &Origin, notices: Vec<String>) -> Result<Conver
             card: None,
             local: None,
             forward_authorization: false,
+            target_ref: None,
         },
         notices,
         field_map,

@@ -126,6 +126,31 @@ pub struct AgentSpec {
     /// that must check the caller's token itself and is trusted with it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_authorization: bool,
+    /// The Kubernetes workload that runs the agent, whose pod template carries the
+    /// `warden.dev/mtls-mode` annotation so that a mode change rolls it. Default: the
+    /// Deployment named like the Agent (kagenti's AgentRuntime names it the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<TargetRef>,
+}
+
+/// `spec.targetRef`: the workload whose pods are this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetRef {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// The workload's name, in the Agent's namespace.
+    pub name: String,
+}
+
+/// The kinds of workload an Agent can name: the ones with a pod template the controller can
+/// annotate to roll them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
 }
 
 fn default_port() -> u16 {
@@ -281,6 +306,12 @@ pub struct LocalProcess {
     /// The local port the app listens on; default: assigned by `warden up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The OS user (name or numeric uid) the agent's app and sidecar run as, so that another
+    /// agent's processes cannot use its egress, reach its app port or read its socket, and so
+    /// that SPIRE's `unix` attestor can tell the agents apart. Needs `warden up` to run as
+    /// root; default: the user running `warden up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// What the control plane observed about an agent.
@@ -375,6 +406,10 @@ pub enum IdentityProvider {
     WorkloadApi,
     /// spiffe-helper files.
     Files,
+    /// A SPIRE server and agent that `warden up` registers each workload with
+    /// (`agentSocket`, `serverSocket`); the agent attests each workload by its uid.
+    #[serde(alias = "spire")]
+    Spire,
 }
 
 /// `spec.identity`.
@@ -390,6 +425,13 @@ pub struct IdentitySourceSpec {
     /// SVID directory, for Files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svid_dir: Option<String>,
+    /// The SPIRE agent's Workload API socket (a path or `unix:///…`), for Spire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_socket: Option<String>,
+    /// The SPIRE server's admin socket (a path or `unix:///…`), for Spire: `warden up`
+    /// registers each workload there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_socket: Option<String>,
 }
 
 /// `spec.gateway`.
@@ -402,6 +444,11 @@ pub struct GatewaySpec {
     /// The gateway's service account in `warden-system`; default `warden-gateway`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// The DNS domain under which each agent is also served at the root of its own host name,
+    /// `{agent}.{namespace}.{hostDomain}`, where A2A clients look for
+    /// `/.well-known/agent-card.json`. Default `a2a.localhost` (RFC 6761: loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_domain: Option<String>,
 }
 
 /// A JWT issuer trusted by the gateway.

@@ -156,6 +156,7 @@ fn random_mesh(seed: u64) -> Manifests {
             card: None,
             local: None,
             forward_authorization: false,
+            target_ref: None,
         };
         let mut agent = Agent::new(&format!("agent-{i}"), spec);
         agent.metadata.namespace = Some(rng.pick(&NAMESPACES[..4]).to_string());

@@ -43,7 +43,8 @@ spec:
         - name: X-B
           valueFrom: {configMapKeyRef: {name: c, key: k}}
   card: {name: free-form, anything: goes}
-  local: {command: warden, args: [agent, echo], env: {A: b}, port: 9000}
+  local: {command: warden, args: [agent, echo], env: {A: b}, port: 9000, user: nobody}
+  targetRef: {kind: Deployment, name: specialist}
 "#;
 
 const MESH: &str = r#"
@@ -53,8 +54,8 @@ metadata: {name: mesh}
 spec:
   trustDomain: warden.local
   defaultMtlsMode: Permissive
-  identity: {provider: EmbeddedCa, socket: unix:///tmp/s, svidDir: /tmp}
-  gateway: {serviceAccountName: warden-gateway, port: 8083}
+  identity: {provider: EmbeddedCa, socket: unix:///tmp/s, svidDir: /tmp, agentSocket: /tmp/a, serverSocket: /tmp/s}
+  gateway: {serviceAccountName: warden-gateway, port: 8083, hostDomain: a2a.localhost}
   jwtIssuers: [{issuer: https://i, audiences: [a], jwksFile: /tmp/j}]
 "#;
 
