@@ -140,10 +140,21 @@ fn mesh_edit(app: &str) -> impl Fn(&str) -> String {
     }
 }
 
+/// How the gRPC client reaches the gateway.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// mTLS with this workload's SVID.
+    Svid(&'static str),
+    /// TLS without a client certificate.
+    NoCertificate,
+    /// h2c with prior knowledge, no TLS.
+    Plaintext,
+}
+
 struct Mesh {
     ids: Identities,
     _agent: Running,
-    _sidecar: Sidecar,
+    sidecar: Sidecar,
     _gateway: Running,
     gateway: std::net::SocketAddr,
     audit: PathBuf,
@@ -193,7 +204,7 @@ impl Mesh {
         Mesh {
             ids,
             _agent: agent,
-            _sidecar: sidecar,
+            sidecar,
             _gateway: gateway_process,
             gateway,
             audit,
@@ -201,15 +212,16 @@ impl Mesh {
         }
     }
 
-    /// Runs grpc_client.py `mode` with `target` as `who` (`None`: no certificate).
-    fn client(&self, mode: &str, target: &str, who: Option<&str>) -> serde_json::Value {
+    /// Runs grpc_client.py `mode` with `target` as `who`.
+    fn client(&self, mode: &str, target: &str, who: Caller) -> serde_json::Value {
         let script = warden_testkit::sdk::sources().join("python/grpc_client.py");
         let (cert, key) = match who {
-            Some(who) => (
+            Caller::Svid(who) => (
                 self.ids.file(who, "svid.pem"),
                 self.ids.file(who, "svid_key.pem"),
             ),
-            None => ("-".to_owned(), "-".to_owned()),
+            Caller::NoCertificate => ("-".to_owned(), "-".to_owned()),
+            Caller::Plaintext => ("plain".to_owned(), "-".to_owned()),
         };
         let out = Command::new(&self.python)
             .arg(script)
@@ -248,7 +260,7 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
     };
     let mesh = Mesh::start(python);
     let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
-    let seen = mesh.client("follow", &base, Some("orchestrator"));
+    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
     eprintln!("a2a-sdk gRPC client saw: {seen}");
 
     // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
@@ -290,7 +302,11 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
     );
 
     // Refusals are gRPC statuses naming who was refused and the rule.
-    let rogue = mesh.client("refused", &mesh.grpc_target("specialist"), Some("rogue"));
+    let rogue = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Svid("rogue"),
+    );
     let said = rogue["refused"].as_str().unwrap_or_default();
     eprintln!("a2a-sdk gRPC refusal (rogue): {said}");
     assert!(
@@ -299,7 +315,11 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
             && said.contains("namespace_selector"),
         "{said}"
     );
-    let anonymous = mesh.client("refused", &mesh.grpc_target("specialist"), None);
+    let anonymous = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::NoCertificate,
+    );
     let said = anonymous["refused"].as_str().unwrap_or_default();
     eprintln!("a2a-sdk gRPC refusal (no certificate): {said}");
     assert!(
@@ -308,12 +328,63 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
             && said.contains("namespace_selector"),
         "{said}"
     );
-    let ghost = mesh.client("refused", &mesh.grpc_target("ghost"), Some("orchestrator"));
+    let plaintext = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Plaintext,
+    );
+    let said = plaintext["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (h2c, no TLS): {said}");
+    assert!(
+        said.contains("UNAUTHENTICATED") && said.contains("namespace_selector"),
+        "{said}"
+    );
+    let ghost = mesh.client(
+        "refused",
+        &mesh.grpc_target("ghost"),
+        Caller::Svid("orchestrator"),
+    );
     let said = ghost["refused"].as_str().unwrap_or_default();
     eprintln!("a2a-sdk gRPC refusal (unknown agent): {said}");
     assert!(
         said.contains("NOT_FOUND") && said.contains("unknown_target"),
         "{said}"
+    );
+
+    // The sidecar's own refusal (a caller that skips the gateway) is a gRPC status too.
+    let url = format!(
+        "https://{}/lf.a2a.v1.A2AService/SendMessage",
+        mesh.sidecar.inbound
+    );
+    let (cert, key) = (
+        mesh.ids.file("rogue", "svid.pem"),
+        mesh.ids.file("rogue", "svid_key.pem"),
+    );
+    let out = curl(&[
+        "-k",
+        "--http2",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        "",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/2 200")
+            && head.contains("grpc-status: 7")
+            && head.contains(&ROGUE.to_ascii_lowercase()),
+        "{head}"
     );
 
     // The audit names the gRPC method and its status, the upstream's error status included.

@@ -55,6 +55,16 @@ pub fn reshape(response: Response<ProxyBody>) -> Response<ProxyBody> {
 #[derive(Debug, Clone, Copy)]
 pub struct RefusedWith(pub StatusCode);
 
+/// Whether a request is native gRPC, which only HTTP/2 carries (its status comes in
+/// trailers); gRPC-Web (`application/grpc-web…`) is made for HTTP/1.1 and goes on as such.
+pub fn needs_http2(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+}
+
 /// The `grpc-status` in `headers` (a trailers-only response's head, or the trailers).
 pub fn status_of(headers: &HeaderMap) -> Option<u32> {
     headers
@@ -95,6 +105,20 @@ mod tests {
             let shaped = reshape(json_error(status, "r", "m"));
             assert_eq!(status_of(shaped.headers()), Some(grpc), "HTTP {http}");
         }
+    }
+
+    #[test]
+    fn native_grpc_needs_http2_and_grpc_web_does_not() {
+        let with = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, ct.parse().expect("value"));
+            needs_http2(&headers)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(with("application/grpc; charset=utf-8"));
+        assert!(!with("application/grpc-web+proto"));
+        assert!(!with("application/json"));
     }
 
     #[test]

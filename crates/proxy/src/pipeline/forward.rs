@@ -14,7 +14,7 @@ use warden_model::MtlsMode;
 use super::card::Cards;
 use super::{Exchange, Handler, Phase, Policy, RequestBody};
 use crate::forward::{Upstreams, Via};
-use crate::http::{ProxyBody, is_grpc, json_error};
+use crate::http::{ProxyBody, json_error};
 
 /// Where a listener sends what it allowed.
 pub enum Destination {
@@ -199,7 +199,7 @@ fn aim(
 /// The version a request goes upstream in: gRPC stays HTTP/2 (it needs trailers; the
 /// authority travels as `:authority`, so `Host` goes), everything else is HTTP/1.1.
 fn set_version(parts: &mut http::request::Parts) {
-    if is_grpc(&parts.headers) {
+    if crate::grpc::needs_http2(&parts.headers) {
         parts.version = Version::HTTP_2;
         parts.headers.remove(http::header::HOST);
     } else {

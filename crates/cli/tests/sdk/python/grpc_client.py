@@ -7,7 +7,7 @@ task and of one that does not exist),
 SubscribeToTask and CancelTask. Prints one JSON object of what it saw.
 
 `refused TARGET CERT KEY CA`: one SendMessage to the gRPC TARGET (`host:port`); CERT/KEY `-`
-for a caller without a certificate. Prints the error the SDK raised, as its user sees it.
+for a caller without a certificate, CERT `plain` for one without TLS (h2c). Prints the error the SDK raised, as its user sees it.
 """
 
 import asyncio
@@ -39,6 +39,8 @@ def read(path):
 
 
 def channel_factory(cert, key, ca):
+    if cert == "plain":  # h2c with prior knowledge, no TLS at all
+        return lambda url: grpc.aio.insecure_channel(url)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=read(ca),
         private_key=None if key == "-" else read(key),
