@@ -18,6 +18,12 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// configured gateway identities; removed from every other request.
 pub const CALLER_HEADER: &str = "x-warden-caller";
 
+/// The header an egress tells the gateway its own address in (`http://127.0.0.1:15001`, as its
+/// app reached it), so that cards fetched through the egress send the app back through it.
+/// Believed only from a mesh egress identity (see `pipeline::card`); removed from every
+/// request by admission.
+pub const EGRESS_URL_HEADER: &str = "x-warden-egress-url";
+
 const XFCC: &str = "x-forwarded-client-cert";
 
 /// The header the sidecar tells its app the verified caller in (Envoy's XFCC format).

@@ -14,7 +14,7 @@ use warden_model::MtlsMode;
 use super::card::Cards;
 use super::{Exchange, Handler, Phase, Policy, RequestBody};
 use crate::forward::{Upstreams, Via};
-use crate::http::{ProxyBody, json_error};
+use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 
 /// Where a listener sends what it allowed.
 pub enum Destination {
@@ -147,6 +147,7 @@ fn to_egress<'a>(
 ) -> Aimed<'a> {
     let parts = &mut ex.parts;
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    let egress_url = egress_url(parts, &uri);
     let (authority, expected) = match uri.authority.take() {
         // absolute-form: proxy to the named host.
         Some(authority) => {
@@ -174,8 +175,22 @@ fn to_egress<'a>(
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(http::header::HOST, host);
     }
+    // A mesh peer (the gateway) learns where this app reaches us, for the cards it serves.
+    if let (Via::Mesh(_), Some(url)) = (&via, egress_url) {
+        parts.headers.insert(EGRESS_URL_HEADER, url);
+    }
     aim(parts, uri, scheme, authority)?;
     Ok(via)
+}
+
+/// `http://{authority}` as the app reached this egress: the authority of an absolute-form
+/// request (the app uses us as its HTTP proxy and will again), else its `Host`.
+fn egress_url(parts: &http::request::Parts, uri: &http::uri::Parts) -> Option<HeaderValue> {
+    let authority = match &uri.authority {
+        Some(authority) => authority.as_str(),
+        None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    HeaderValue::from_str(&format!("http://{authority}")).ok()
 }
 
 /// Points a request at `scheme://authority` with its own path and query (moved, not copied),
@@ -271,5 +286,39 @@ mod tests {
         };
         assert!(matches!(via, Via::Mesh(expected) if *expected == id));
         assert_eq!(ex.parts.uri, "https://b.mesh:8443/v1/card");
+        assert_eq!(
+            ex.parts.headers[EGRESS_URL_HEADER], "http://b.mesh:8443",
+            "an app using the egress as its proxy is sent back through it"
+        );
+    }
+
+    #[test]
+    fn origin_form_egress_tells_the_gateway_the_address_the_app_used() {
+        let gateway_id =
+            SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/warden-gateway").expect("id");
+        let mut settings = crate::pipeline::test_support::settings();
+        settings.gateway_ids = vec![gateway_id];
+        let policy = std::sync::Arc::new(Policy {
+            snapshot: None,
+            settings,
+            jwt: Default::default(),
+        });
+        let gateway: Uri = "http://127.0.0.1:8083".parse().expect("uri");
+        let mut ex = crate::pipeline::test_support::with_headers(
+            "GET",
+            "/api/a2a/team-beta/specialist/.well-known/agent-card.json",
+            &[("host", "127.0.0.1:15001")],
+            policy.clone(),
+        );
+        let peers = HashMap::new();
+        assert!(matches!(
+            to_egress(&mut ex, Some(&gateway), &peers, &policy),
+            Ok(Via::Mesh(_))
+        ));
+        assert_eq!(
+            ex.parts.headers[EGRESS_URL_HEADER],
+            "http://127.0.0.1:15001"
+        );
+        assert_eq!(ex.parts.headers[http::header::HOST], "127.0.0.1:8083");
     }
 }
