@@ -159,6 +159,7 @@ struct Mesh {
     gateway: std::net::SocketAddr,
     audit: PathBuf,
     python: PathBuf,
+    egress: Option<Sidecar>,
 }
 
 impl Mesh {
@@ -209,6 +210,7 @@ impl Mesh {
             gateway,
             audit,
             python,
+            egress: None,
         }
     }
 
@@ -246,28 +248,36 @@ impl Mesh {
             .collect()
     }
 
+    /// The orchestrator's sidecar with an egress port toward the gateway; its address.
+    fn start_egress(&mut self) -> std::net::SocketAddr {
+        let egress = free_addr();
+        let gateway_url = format!("https://{}", self.gateway);
+        let sidecar = start_sidecar(
+            &self.ids.svid("orchestrator"),
+            free_addr(),
+            &[
+                "--egress",
+                &egress.to_string(),
+                "--gateway-url",
+                &gateway_url,
+                "--gateway-id",
+                GATEWAY,
+            ],
+        );
+        wait_listening(egress, Duration::from_secs(10));
+        self.egress = Some(sidecar);
+        egress
+    }
+
     /// The gRPC target of `agent` at the gateway: its host name, which the gateway routes by.
     fn grpc_target(&self, agent: &str) -> String {
         format!("{agent}.team-beta.a2a.localhost:{}", self.gateway.port())
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
-    let test = "a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar";
-    let Some(python) = warden_testkit::sdk::python(test) else {
-        return;
-    };
-    let mesh = Mesh::start(python);
-    let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
-    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
-    eprintln!("a2a-sdk gRPC client saw: {seen}");
-
-    // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
-    assert_eq!(
-        seen["card_grpc_urls"],
-        serde_json::json!([mesh.grpc_target("specialist")])
-    );
+/// What a client that followed the card (send, stream, get, subscribe, cancel) must have seen.
+fn assert_followed(seen: &serde_json::Value, grpc_url: &str) {
+    assert_eq!(seen["card_grpc_urls"], serde_json::json!([grpc_url]));
     assert_eq!(seen["send"]["state"], "TASK_STATE_COMPLETED");
     assert_eq!(seen["send"]["artifact"], "echo: hello");
     assert_eq!(seen["get"]["id_matches"], true);
@@ -299,6 +309,32 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
             .as_array()
             .is_some_and(|events| events.iter().any(|e| e == "status_update")),
         "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
+    let test = "a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let mut mesh = Mesh::start(python);
+    let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
+    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
+    eprintln!("a2a-sdk gRPC client saw: {seen}");
+    // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
+    assert_followed(&seen, &mesh.grpc_target("specialist"));
+
+    // Through the orchestrator's egress (plaintext h2c from the app): the card fetched there
+    // points at the agent's host at the egress's port (`*.a2a.localhost` is loopback), and the
+    // egress takes the call to the gateway over mTLS as the orchestrator.
+    let egress = mesh.start_egress();
+    let base = format!("http://{egress}/api/a2a/team-beta/specialist");
+    let seen = mesh.client("follow", &base, Caller::Plaintext);
+    eprintln!("a2a-sdk gRPC client through its egress saw: {seen}");
+    assert_followed(
+        &seen,
+        &format!("specialist.team-beta.a2a.localhost:{}", egress.port()),
     );
 
     // Refusals are gRPC statuses naming who was refused and the rule.
@@ -401,9 +437,13 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
         "SubscribeToTask",
         "CancelTask",
     ] {
+        // Once direct, once through the egress: the caller is the orchestrator both times.
+        let ok = lines.iter().filter(|l| {
+            l["caller"] == ORCHESTRATOR && l["method"] == method && l["grpc_status"] == 0
+        });
         assert!(
-            find(ORCHESTRATOR, method, 0),
-            "{method} not audited as OK: {lines:#?}"
+            ok.count() >= 2,
+            "{method} not audited as OK twice: {lines:#?}"
         );
     }
     assert!(
