@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use warden_testkit::openssl::run as openssl;
 use warden_testkit::process::{Running, free_addr, log_tail, spawn_logged, wait_listening};
 
 /// How long the agent holds a streamed task open between its `working` event and the end.
@@ -26,9 +25,7 @@ fn warden_ca(args: &[&str]) {
     );
 }
 
-/// A Warden CA for warden.local, SVIDs issued by it, and the gateway's certificate signed by
-/// it with openssl: its SPIFFE ID plus the DNS name of the agents' hosts, which a gRPC client
-/// (grpcio checks the host name, with no way to turn that off) verifies.
+/// A Warden CA for warden.local and SVIDs issued by it (`warden ca issue`).
 struct Identities {
     dir: tempfile::TempDir,
 }
@@ -67,60 +64,21 @@ impl Identities {
         self.svid(name).join(file).display().to_string()
     }
 
+    /// The gateway's SVID, with the agents' host names beside its SPIFFE ID (`--dns`): gRPC
+    /// clients (grpcio) always check the host name, with no way to turn that off.
     fn gateway_svid(&self, ca: &Path) {
-        let dir = self.svid("gateway");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("ext.cnf"),
-            format!(
-                "[v3]\nsubjectAltName=URI:{GATEWAY},DNS:*.team-beta.a2a.localhost\n\
-                 keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n\
-                 extendedKeyUsage=serverAuth,clientAuth\n"
-            ),
-        )
-        .unwrap();
-        let (ca_cert, ca_key) = (ca.join("ca.pem"), ca.join("ca_key.pem"));
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "svid_key.pem",
-                "-out",
-                "svid.csr",
-                "-subj",
-                "/O=Warden",
-            ],
-        );
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "svid.csr",
-                "-CA",
-                ca_cert.to_str().unwrap(),
-                "-CAkey",
-                ca_key.to_str().unwrap(),
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-                "-extensions",
-                "v3",
-                "-out",
-                "svid.pem",
-            ],
-        );
-        std::fs::copy(ca_cert, dir.join("svid_bundle.pem")).unwrap();
+        let out = self.svid("gateway");
+        warden_ca(&[
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--id",
+            GATEWAY,
+            "--dns",
+            "*.team-beta.a2a.localhost",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
     }
 }
 
