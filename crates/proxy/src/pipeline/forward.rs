@@ -153,7 +153,7 @@ fn to_egress<'a>(
         // calls `{agent}.{ns}.{domain}:{egress port}`): to the gateway, which routes by it.
         Some(authority) if !mesh_peers.contains_key(authority.as_str()) => {
             if let Some(via) = agent_host_via(&authority, gateway_url, policy) {
-                return aim_agent_host(parts, uri, authority, egress_url, via);
+                return aim_agent_host(parts, uri, authority, egress_url, via?);
             }
             (authority, None)
         }
@@ -192,13 +192,15 @@ fn to_egress<'a>(
 }
 
 /// How a request for `authority` goes when it names an agent's host under the mesh's host
-/// domain and there is a gateway to send it to: over mTLS to the gateway's address, expecting
-/// the gateway's identity, the agent's host name kept as `:authority`/`Host` and SNI.
+/// domain (`None` when it does not): over mTLS to the gateway's address, expecting the
+/// gateway's identity, the agent's host name kept as `:authority`/`Host` and SNI. Without a
+/// gateway to reach over mTLS it is refused (502) — sent on to the name itself, which is
+/// loopback, it could come back to this very egress.
 fn agent_host_via<'a>(
     authority: &http::uri::Authority,
     gateway_url: Option<&'a Uri>,
     policy: &'a Policy,
-) -> Option<Via<'a>> {
+) -> Option<Aimed<'a>> {
     let domain = policy
         .snapshot
         .as_ref()
@@ -206,11 +208,26 @@ fn agent_host_via<'a>(
             s.control_plane().host_domain.as_str()
         });
     warden_a2a::host::route_host(authority.as_str(), domain)?;
-    let gateway = gateway_url?.authority()?;
-    match (policy.settings.gateway_ids.first(), policy.settings.mode) {
-        (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => Some(Via::MeshAt(id, gateway)),
-        _ => None,
-    }
+    let gateway = gateway_url.and_then(|g| g.authority());
+    Some(
+        match (
+            gateway,
+            policy.settings.gateway_ids.first(),
+            policy.settings.mode,
+        ) {
+            (Some(gateway), Some(id), MtlsMode::Permissive | MtlsMode::Strict) => {
+                Ok(Via::MeshAt(id, gateway))
+            }
+            _ => Err(Box::new(json_error(
+                StatusCode::BAD_GATEWAY,
+                "no_gateway",
+                &format!(
+                    "{authority} is an agent's host name, reached through the gateway: \
+                     this egress needs --gateway-url, a gateway identity and mTLS"
+                ),
+            ))),
+        },
+    )
 }
 
 fn aim_agent_host<'a>(
@@ -356,6 +373,12 @@ mod tests {
         let mut ex = exchange("GET", "http://example.com/x", policy.clone());
         let via = to_egress(&mut ex, Some(&gateway), &no_peers, &policy);
         assert!(matches!(via, Ok(Via::Plain)));
+        // Without a gateway, an agent's host is refused, not sent on to itself (loopback).
+        let mut ex = with_headers("POST", target, &grpc, policy.clone());
+        let Err(refused) = to_egress(&mut ex, None, &no_peers, &policy) else {
+            panic!("an agent host without a gateway was aimed");
+        };
+        assert_eq!(refused.status(), 502);
     }
 
     #[test]
