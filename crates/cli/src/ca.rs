@@ -209,6 +209,7 @@ async fn serve(args: ServeArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             vec![WorkloadBinding {
                 id: args.id,
                 socket: args.socket,
+                dns_names: Vec::new(),
             }],
             crate::shutdown_signal(),
         )

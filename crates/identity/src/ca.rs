@@ -89,8 +89,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 }
 
 /// A host name for a certificate: dot-separated labels of letters, digits and `-` (1–63
-/// bytes, not starting or ending with `-`), the first label optionally `*`.
-fn check_dns_name(name: &str) -> Result<(), CaError> {
+/// bytes, not starting or ending with `-`), the first label optionally `*`. Public so that a
+/// caller choosing names (`warden up`) can leave out one the CA would refuse.
+pub fn check_dns_name(name: &str) -> Result<(), CaError> {
     let bad = |reason| CaError::BadDnsName {
         name: name.to_owned(),
         reason,

@@ -66,6 +66,9 @@ pub struct WorkloadBinding {
     pub id: SpiffeId,
     /// The Unix socket path.
     pub socket: PathBuf,
+    /// Host names its X.509-SVIDs carry beside the SPIFFE ID (a gateway that gRPC clients
+    /// reach by host name and check); usually none.
+    pub dns_names: Vec<String>,
 }
 
 /// A Workload API server for any number of workloads, each on its own socket.
@@ -107,7 +110,7 @@ impl WorkloadApiServer {
                 .or_insert_with(|| {
                     spawn_rotation(
                         self.ca.clone(),
-                        binding.id.clone(),
+                        (binding.id.clone(), binding.dns_names.clone()),
                         self.ttl,
                         stop_rx.clone(),
                     )
@@ -169,17 +172,18 @@ fn incoming(
     UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
 }
 
-/// Issues an SVID for `id` now and again at every half-life, until `stop`.
+/// Issues an SVID for `id` (with its DNS names) now and again at every half-life, until
+/// `stop`.
 fn spawn_rotation(
     ca: Arc<CertificateAuthority>,
-    id: SpiffeId,
+    (id, dns_names): (SpiffeId, Vec<String>),
     ttl: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> watch::Receiver<Option<Arc<IssuedSvid>>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         loop {
-            let wait = match ca.issue_x509(&id, ttl) {
+            let wait = match ca.issue_x509_named(&id, &dns_names, ttl) {
                 Ok(svid) => {
                     let wait = svid.ttl / 2;
                     tracing::debug!(%id, "issued X.509-SVID");

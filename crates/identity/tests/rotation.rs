@@ -155,6 +155,7 @@ async fn workload_api_source_rotating_every_second_fails_no_handshake() {
         let binding = WorkloadBinding {
             id: server_id.clone(),
             socket: socket.clone(),
+            dns_names: Vec::new(),
         };
         async move {
             api.serve(vec![binding], async {

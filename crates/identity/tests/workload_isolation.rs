@@ -29,6 +29,7 @@ async fn each_socket_serves_only_its_own_workload() {
         .map(|(i, id)| WorkloadBinding {
             id: id.clone(),
             socket: dir.path().join(format!("w{i}/agent.sock")),
+            dns_names: Vec::new(),
         })
         .collect();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

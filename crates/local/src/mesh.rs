@@ -175,11 +175,20 @@ impl Mesh {
         format!("unix://{}", path.display())
     }
 
-    /// Serves `id` its SVID on `socket` until `stop`.
-    fn serve_identity(&self, id: SpiffeId, socket: PathBuf, mut stop: watch::Receiver<bool>) {
+    /// Serves `id` its SVID (with `dns_names` beside the SPIFFE ID) on `socket` until `stop`.
+    fn serve_identity(
+        &self,
+        (id, dns_names): (SpiffeId, Vec<String>),
+        socket: PathBuf,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let api = self.api.clone();
         tokio::spawn(async move {
-            let binding = WorkloadBinding { id, socket };
+            let binding = WorkloadBinding {
+                id,
+                socket,
+                dns_names,
+            };
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
@@ -215,7 +224,7 @@ impl Mesh {
         };
         let mut group = Group::new();
         self.serve_identity(
-            agent.spiffe_id.clone(),
+            (agent.spiffe_id.clone(), Vec::new()),
             place.socket.clone(),
             group.stop.subscribe(),
         );
@@ -361,6 +370,24 @@ impl Mesh {
         self.state(&["sockets", "warden-gateway", "agent.sock"])
     }
 
+    /// The host names the gateway's certificate carries: `*.{namespace}.{hostDomain}` for
+    /// every namespace with agents, so that clients which check the host name (every gRPC
+    /// client) accept the gateway at each agent's host.
+    fn gateway_host_names(&self) -> Vec<String> {
+        let snapshot = self.current();
+        let domain = snapshot.control_plane().host_domain.clone();
+        let mut names: Vec<String> = snapshot
+            .agents()
+            .iter()
+            .map(|a| format!("*.{}.{domain}", a.namespace))
+            // A name the CA would refuse would leave the gateway with no SVID at all.
+            .filter(|name| warden_identity::ca::check_dns_name(name).is_ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// (Re)starts the gateway with the current agents as endpoints.
     async fn restart_gateway(&self) {
         let mut slot = self.gateway.lock().await;
@@ -369,7 +396,7 @@ impl Mesh {
         }
         let mut group = Group::new();
         self.serve_identity(
-            self.gateway_id.clone(),
+            (self.gateway_id.clone(), self.gateway_host_names()),
             self.gateway_socket(),
             group.stop.subscribe(),
         );
