@@ -2,8 +2,8 @@
 //!
 //! Where: the agent's EndpointSlices, the ones labelled `kubernetes.io/service-name` with the
 //! Agent's name (the Service named like the Agent, as kagent and kagenti make it), first
-//! ready address, on the slice's port equal to the Agent's `spec.port` (else the slice's
-//! first port). EndpointSlices rather than the Service's ClusterIP: a slice change is a pod
+//! ready address (an IP, or a name for `addressType: FQDN`, resolved when connecting), on the
+//! slice's port equal to the Agent's `spec.port` (else the slice's first port). EndpointSlices rather than the Service's ClusterIP: a slice change is a pod
 //! change, which is when a card must be fetched again, and the controller needs no kube-proxy.
 //!
 //! How: over mTLS with the controller's own SVID from the Workload API, through the data
@@ -14,7 +14,7 @@
 //! HTTP, recorded as `transportSecurity: http` with no attested ID. Bounded by a timeout and a
 //! size cap.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +42,8 @@ const CARD_PATH: &str = "/.well-known/agent-card.json";
 /// Where to fetch one agent's card from, and what identifies that place for refetching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardTarget {
-    /// The first ready endpoint.
-    pub endpoint: SocketAddr,
+    /// The first ready endpoint, `host:port` (`[v6]:port`).
+    pub endpoint: String,
     /// The slices' names and resource versions: a change means a changed workload.
     pub fingerprint: String,
 }
@@ -80,7 +80,7 @@ pub fn target(slices: &[Arc<EndpointSlice>], agent: &CompiledAgent) -> Option<Ca
     })
 }
 
-fn endpoint_of(slice: &EndpointSlice, agent_port: u16) -> Option<SocketAddr> {
+fn endpoint_of(slice: &EndpointSlice, agent_port: u16) -> Option<String> {
     let ports: Vec<u16> = slice
         .ports
         .iter()
@@ -102,8 +102,23 @@ fn endpoint_of(slice: &EndpointSlice, agent_port: u16) -> Option<SocketAddr> {
         .flatten()
         .filter(ready)
         .flat_map(|e| e.addresses.iter())
-        .find_map(|a| a.parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, port))
+        .find_map(
+            |a| match (slice.address_type.as_str(), a.parse::<IpAddr>()) {
+                (_, Ok(IpAddr::V6(ip))) => Some(format!("[{ip}]:{port}")),
+                (_, Ok(IpAddr::V4(ip))) => Some(format!("{ip}:{port}")),
+                ("FQDN", Err(_)) if is_localhost(a) => Some(format!("127.0.0.1:{port}")),
+                ("FQDN", Err(_)) if !a.is_empty() => Some(format!("{a}:{port}")),
+                _ => None,
+            },
+        )
+}
+
+/// RFC 6761 §6.3: `localhost` and `*.localhost` are loopback, whatever the resolver says
+/// (glibc's `files` resolves only the names in /etc/hosts). An FQDN slice must name at least
+/// two labels, so a pod on the machine itself is `something.localhost`.
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// How a fetch goes.
@@ -149,7 +164,7 @@ impl CardFetcher {
     }
 
     /// Fetches `agent`'s card from `endpoint`.
-    pub async fn fetch(&self, agent: &CompiledAgent, endpoint: SocketAddr) -> CardOutcome {
+    pub async fn fetch(&self, agent: &CompiledAgent, endpoint: &str) -> CardOutcome {
         let transport = self.transport(agent);
         let (scheme, upstreams, via) = match (transport, &self.mesh) {
             (Transport::Mtls, Some(mesh)) => ("https", mesh, Via::Mesh(&agent.spiffe_id)),
@@ -210,4 +225,75 @@ impl CardFetcher {
 pub fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agents() -> warden_model::MeshSnapshot {
+        let mut manifests = warden_model::Manifests::default();
+        let mut errors = Vec::new();
+        warden_model::loader::load_str(
+            std::path::Path::new("t.yaml"),
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec: {port: 9000, mtls: {mode: Strict}}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: d, namespace: ns}\nspec: {mtls: {mode: Disabled}}\n",
+            &mut manifests,
+            &mut errors,
+        );
+        warden_model::compile(&manifests, 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_and_disabled_agents_fetch_over_http() {
+        let snapshot = agents();
+        let (strict, disabled) = (
+            snapshot.agent("ns", "a").unwrap(),
+            snapshot.agent("ns", "d").unwrap(),
+        );
+        let svid: Arc<dyn SvidSource> = Arc::new(IdentityCell::default());
+        let verified = CardFetcher::new(Some(svid.clone()), true);
+        assert_eq!(verified.transport(strict), Transport::Mtls);
+        assert_eq!(verified.transport(disabled), Transport::Http);
+        let killed = CardFetcher::new(Some(svid), false);
+        assert_eq!(killed.transport(strict), Transport::Http);
+        let no_socket = CardFetcher::new(None, true);
+        assert_eq!(no_socket.transport(strict), Transport::Http);
+    }
+
+    #[test]
+    fn the_endpoint_is_the_first_ready_address_on_the_agents_port() {
+        let snapshot = agents();
+        let agent = snapshot.agent("ns", "a").unwrap();
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a-1", "namespace": "ns", "resourceVersion": "7",
+                         "labels": {SERVICE_NAME_LABEL: "a"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "metrics", "port": 9090}, {"name": "a2a", "port": 9000}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": true}}
+            ]
+        }))
+        .unwrap();
+        let other: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b-1", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "b"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.9"]}]
+        }))
+        .unwrap();
+        let fqdn: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a-0", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "a"}},
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": ["pod-a.example"], "conditions": {"ready": false}}]
+        }))
+        .unwrap();
+        let found = target(&[Arc::new(other), Arc::new(slice.clone())], agent).unwrap();
+        assert_eq!(found.endpoint, "10.0.0.2:9000");
+        assert_eq!(found.fingerprint, "a-1@7");
+        let mut ready_fqdn = fqdn.clone();
+        ready_fqdn.endpoints.as_mut().unwrap()[0].conditions = None;
+        let found = target(&[Arc::new(ready_fqdn), Arc::new(slice)], agent).unwrap();
+        assert_eq!(found.endpoint, "pod-a.example:9000", "slices in name order");
+        assert!(is_localhost("pod.LOCALHOST.") && !is_localhost("localhost.example"));
+    }
 }

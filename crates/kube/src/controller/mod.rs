@@ -174,7 +174,9 @@ async fn passes(
         let leading = *leader.borrow_and_update();
         metrics.leader.set(i64::from(leading));
         if leading {
-            reconciler.pass(&states.borrow_and_update().clone()).await;
+            // Not borrowed across the pass: a held borrow blocks the compile loop's send.
+            let state = states.borrow_and_update().clone();
+            reconciler.pass(&state).await;
             metrics.reconciled_as_leader.store(true, Ordering::Relaxed);
         } else {
             metrics.reconciled_as_leader.store(false, Ordering::Relaxed);

@@ -151,7 +151,7 @@ impl Reconciler {
         let fetcher = &self.fetcher;
         let fetched =
             futures::future::join_all(due.into_iter().map(|(id, key, agent)| async move {
-                let outcome = fetcher.fetch(agent, key.target.endpoint).await;
+                let outcome = fetcher.fetch(agent, &key.target.endpoint).await;
                 (id, key, outcome)
             }))
             .await;
@@ -332,7 +332,7 @@ fn no_endpoint(problem: CardProblem) -> CachedCard {
     CachedCard {
         key: CardKey {
             target: CardTarget {
-                endpoint: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                endpoint: String::new(),
                 fingerprint: String::new(),
             },
             transport: Transport::Http,
