@@ -56,14 +56,7 @@ fn install_crds(api: &KubeApi) {
         .filter(|doc| doc.contains("kind: CustomResourceDefinition"))
         .collect();
     assert_eq!(crds.len(), 2, "the two warden.dev CRDs");
-    api.apply(&crds.join("\n---\n"));
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agents.warden.dev",
-        "crd/meshconfigs.warden.dev",
-    ]);
+    api.apply_crds(&crds.join("\n---\n"));
 }
 
 fn example(file: &str) -> String {
@@ -275,6 +268,35 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         "CrossNamespaceReferenceDenied"
     );
     assert_eq!(agent_field(&api, "team-gamma", "rogue", ".status.card"), "");
+
+    // The specialist's "pod" moves to the orchestrator's sidecar: the slice change triggers a
+    // refetch, which the wrong identity fails; the last good card stays in the status. Moved
+    // back, the card is discovered again.
+    endpoint_slice(&api, "team-beta", "specialist", orchestrator_inbound);
+    let took = eventually(
+        "specialist refetched and refused",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "CardDiscovered", "reason") == "FetchFailed",
+    );
+    eprintln!("EndpointSlice change → refetch refused in {took:?}");
+    let message = condition(&api, "team-beta", "specialist", "CardDiscovered", "message");
+    assert!(message.contains(ORCHESTRATOR_ID), "{message}");
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Ready", "status"),
+        "False"
+    );
+    assert_eq!(
+        agent_field(&api, "team-beta", "specialist", ".status.card.cardHash"),
+        hash
+    );
+    endpoint_slice(&api, "team-beta", "specialist", specialist_inbound);
+    eventually(
+        "specialist card again",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "Ready", "status") == "True",
+    );
 
     // The specialist's Deployment gets the mode; a mode change rolls it.
     api.apply(

@@ -18,7 +18,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use warden_model::MtlsMode;
 use warden_proxy::authz::Peer;
-use warden_proxy::http::{ProxyBody, full};
+use warden_proxy::http::ProxyBody;
+
+use crate::server::text;
 use warden_proxy::server::{BindError, Drain, Server, Service, bind};
 
 /// Label of a card fetch.
@@ -135,12 +137,6 @@ impl ControllerMetrics {
 
 struct AdminService(Arc<ControllerMetrics>);
 
-fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response
-}
-
 impl Service for AdminService {
     fn mode(&self) -> MtlsMode {
         MtlsMode::Disabled
@@ -153,11 +149,11 @@ impl Service for AdminService {
         _mode: MtlsMode,
     ) -> Response<ProxyBody> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-            (&Method::GET, "/readyz") if self.0.ready() => text(StatusCode::OK, "ok\n".into()),
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") if self.0.ready() => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: caches not synced, or leading without a completed reconcile\n".into(),
+                "not ready: caches not synced, or leading without a completed reconcile\n",
             ),
             (&Method::GET, "/metrics") => {
                 let mut response = text(StatusCode::OK, self.0.encode());
@@ -167,7 +163,7 @@ impl Service for AdminService {
                 );
                 response
             }
-            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 }
