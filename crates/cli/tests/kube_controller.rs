@@ -516,5 +516,35 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
     }
     let standby_log = std::fs::read_to_string(&standby.log).unwrap();
     assert!(!standby_log.contains("deprecated"), "{standby_log}");
-    drop((controller, standby));
+
+    // The leader stops (SIGTERM: it releases the Lease); the standby takes over and writes.
+    drop(controller);
+    let lease_holder = || {
+        api.kubectl_ok(&[
+            "get",
+            "lease",
+            "warden-controller",
+            "-n",
+            "warden-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let took = eventually(
+        "standby takes over",
+        Duration::from_secs(10),
+        &standby.log,
+        || lease_holder() == "controller-b",
+    );
+    eprintln!("leader stopped → standby holds the Lease in {took:?}");
+    api.kubectl_ok(&["delete", "csidriver", "csi.spiffe.io"]);
+    eventually(
+        "the new leader writes",
+        Duration::from_secs(10),
+        &standby.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "reason") == "SPIREUnavailable",
+    );
+    let (_, metrics) = http_get(standby.admin, "/metrics");
+    assert!(metrics.contains("warden_controller_leader 1"), "{metrics}");
+    drop(standby);
 }

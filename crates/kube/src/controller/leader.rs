@@ -5,7 +5,9 @@
 //! held; take it over when its holder has not renewed within the lease duration. Every write
 //! carries the `resourceVersion` read, so two candidates racing for an expired Lease cannot
 //! both win (the apiserver refuses the second with a conflict). A leader that fails to renew
-//! steps down before its lease runs out, so there is never more than one writer.
+//! steps down before its lease runs out, so there is never more than one writer. A leader
+//! that shuts down releases the Lease (empties its holder), so a standby takes over within
+//! one retry instead of a lease duration.
 
 use std::time::Duration;
 
@@ -97,7 +99,12 @@ async fn try_acquire(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool,
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let mine = spec.holder_identity.as_deref() == Some(settings.identity.as_str());
-    if !mine && !expired(spec, &now) {
+    let free = spec
+        .holder_identity
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty();
+    if !mine && !free && !expired(spec, &now) {
         return Ok(false);
     }
     if !mine {
@@ -114,6 +121,31 @@ async fn try_acquire(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool,
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Gives the Lease up if this candidate holds it (on shutdown), so that a standby need not
+/// wait for it to expire.
+pub async fn release(client: kube::Client, settings: &LeaseSettings) {
+    let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&settings.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    match api
+        .replace(&settings.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => tracing::info!(lease = %settings.name, "Lease released"),
+        Err(e) => {
+            tracing::warn!(lease = %settings.name, error = %e, "cannot release the Lease; it expires by itself")
+        }
     }
 }
 

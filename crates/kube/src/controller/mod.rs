@@ -130,13 +130,14 @@ pub async fn run(
         async move { detector.connect_loop(on_change).await }
     }));
     let (leader_tx, leader_rx) = watch::channel(false);
+    let lease = leader::LeaseSettings::new(&config.namespace, &config.identity);
     tasks.push(tokio::spawn(leader::run(
         client.clone(),
-        leader::LeaseSettings::new(&config.namespace, &config.identity),
+        lease.clone(),
         leader_tx,
     )));
     let reconciler = reconcile::Reconciler::new(
-        client,
+        client.clone(),
         &config,
         mesh.stores().agents.clone(),
         stores,
@@ -150,6 +151,7 @@ pub async fn run(
     for task in tasks {
         task.abort();
     }
+    leader::release(client, &lease).await;
     drain.shutdown().await;
     Ok(())
 }
