@@ -206,7 +206,25 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
     endpoint_slice(&api, "team-beta", "specialist", specialist_inbound);
     // The rogue's slice points at the orchestrator's sidecar: it cannot prove the rogue's ID.
     endpoint_slice(&api, "team-gamma", "rogue", orchestrator_inbound);
-    let controller = start_controller(&api, "controller-a", &["--workload-api", &spire.endpoint()]);
+    // The controller's Workload API socket is not there yet: SPIRE "starts" after the
+    // controller (the socket appears), and MTLSReady turns True by itself.
+    let socket = api.dir().join("workload-api.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let controller = start_controller(&api, "controller-a", &["--workload-api", &endpoint]);
+    eventually(
+        "SPIREUnavailable before the socket",
+        Duration::from_secs(30),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "reason") == "SPIREUnavailable",
+    );
+    // Without an SVID the Strict specialist's card cannot be fetched over plain HTTP.
+    eventually(
+        "plain fetch refused by the Strict sidecar",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "CardDiscovered", "reason") == "FetchFailed",
+    );
+    std::os::unix::fs::symlink(spire.agent_socket(), &socket).expect("symlink the socket");
 
     let started = Instant::now();
     eventually(
@@ -223,7 +241,7 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         },
     );
     eprintln!(
-        "controller start → card over mTLS in {:?}",
+        "Workload API appears → card over mTLS in {:?}",
         started.elapsed()
     );
     let wide = api.kubectl_ok(&["get", "agents.warden.dev", "-A", "-o", "wide"]);
