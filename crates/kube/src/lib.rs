@@ -12,11 +12,13 @@
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
 //! - [`server`]: `warden webhook`, HTTPS;
-//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
+//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot;
+//! - [`controller`]: `warden controller`, Agents' status, card fetches, rollouts.
 
 pub mod admission;
 pub mod certs;
 pub mod cluster;
+pub mod controller;
 pub mod crd;
 pub mod inject;
 pub mod install;
