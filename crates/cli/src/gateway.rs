@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use warden_model::MtlsMode;
 use warden_proxy::config::{FileConfig, Limits};
-use warden_proxy::gateway::{AuditTarget, GatewayConfig};
+use warden_proxy::gateway::{AuditTarget, GatewayConfig, Source};
 
 use crate::sidecar::{IdentityArgs, LimitArgs};
 
@@ -76,8 +76,10 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         identity,
         trust_domain,
         mode: args.mode,
-        snapshot: args.snapshot,
-        endpoints,
+        source: Source::Files {
+            snapshot: args.snapshot,
+            endpoints,
+        },
         audit: match args.audit_log.as_deref() {
             None => AuditTarget::None,
             Some("-") => AuditTarget::Stdout,

@@ -9,6 +9,7 @@
 //! - [`mode`]: the mTLS mode resolution order (annotation, Agent, MeshConfig, default);
 //! - [`inject`]: sidecar injection into a Pod, and the JSON Patch for it;
 //! - [`validate`]: the validating checks (the model's loader, compiler and policy engine);
+//! - [`endpoints`]: the agents' EndpointSlices, watched (where the gateway routes);
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
 //! - [`server`]: `warden webhook`, HTTPS.
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod certs;
 pub mod cluster;
 pub mod crd;
+pub mod endpoints;
 pub mod inject;
 pub mod install;
 pub mod mode;
