@@ -12,7 +12,8 @@
 //! - [`endpoints`]: the agents' EndpointSlices, watched (where the gateway routes);
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
-//! - [`server`]: `warden webhook`, HTTPS.
+//! - [`server`]: `warden webhook`, HTTPS;
+//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
 
 pub mod admission;
 pub mod certs;
@@ -24,6 +25,7 @@ pub mod install;
 pub mod mode;
 pub mod server;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 
