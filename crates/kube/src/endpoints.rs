@@ -11,12 +11,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector};
-use tokio::sync::watch;
+use kube::runtime::reflector::Store;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use warden_proxy::endpoints::{Endpoint, EndpointMap};
 
 /// The label Kubernetes puts on a Service's EndpointSlices.
@@ -82,35 +81,56 @@ fn slice_port(slice: &EndpointSlice) -> Option<Option<u16>> {
     }
 }
 
-/// Watches every EndpointSlice with the service-name label (cluster-wide: RBAC `get list
-/// watch` on `endpointslices`) and publishes the agents' address table after the first
-/// complete list and after every change. The task runs until the receiver is dropped; watch
-/// errors are retried with backoff (and logged), keeping the last table.
-pub fn watch_endpoints(client: kube::Client) -> watch::Receiver<Arc<EndpointMap>> {
-    let (tx, rx) = watch::channel(Arc::new(EndpointMap::new()));
-    let api: Api<EndpointSlice> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(SERVICE_NAME_LABEL);
-    let stream = reflector(writer, watcher::watcher(api, config)).default_backoff();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(Event::Init | Event::InitApply(_)) => continue,
-                Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching EndpointSlices; retrying");
-                    continue;
-                }
-            }
-            let state = reader.state();
-            let table = endpoint_map(state.iter().map(|s| s.as_ref()));
-            if tx.send(Arc::new(table)).is_err() {
+/// The agents' address table, kept current from the cluster's EndpointSlices; dropping it
+/// stops the watch.
+pub struct EndpointWatch {
+    table: watch::Receiver<Arc<EndpointMap>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for EndpointWatch {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl EndpointWatch {
+    /// Watches every EndpointSlice (cluster-wide: RBAC `get list watch` on
+    /// `endpointslices`) with [`crate::watch::reflect`], and publishes the agents' address
+    /// table once the first list is in and after every change. Watch errors are retried with
+    /// backoff (and logged), keeping the last table.
+    pub fn start(client: kube::Client) -> Self {
+        let changed = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let on_change = {
+            let changed = changed.clone();
+            move || changed.notify_one()
+        };
+        let store: Store<EndpointSlice> =
+            crate::watch::reflect(Api::all(client), (), on_change, &mut tasks);
+        let (tx, table) = watch::channel(Arc::new(EndpointMap::new()));
+        tasks.push(tokio::spawn(async move {
+            if store.wait_until_ready().await.is_err() {
                 return;
             }
-        }
-    });
-    rx
+            loop {
+                let state = store.state();
+                let next = endpoint_map(state.iter().map(|s| s.as_ref()));
+                if tx.send(Arc::new(next)).is_err() {
+                    return;
+                }
+                changed.notified().await;
+            }
+        }));
+        Self { table, tasks }
+    }
+
+    /// A receiver of the current table; `changed()` wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<EndpointMap>> {
+        self.table.clone()
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`inject`]: sidecar injection into a Pod, and the JSON Patch for it;
 //! - [`validate`]: the validating checks (the model's loader, compiler and policy engine);
 //! - [`endpoints`]: the agents' EndpointSlices, watched (where the gateway routes);
+//! - [`gateway`]: `warden gateway --kubernetes`'s snapshot and addresses from the cluster;
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
 //! - [`server`]: `warden webhook`, HTTPS;
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod cluster;
 pub mod crd;
 pub mod endpoints;
+pub mod gateway;
 pub mod inject;
 pub mod install;
 pub mod mode;

@@ -1,0 +1,260 @@
+//! `warden gateway --kubernetes` against a real kube-apiserver (the testkit's `KubeApi`, no
+//! kubelet) and real SPIRE: the gateway compiles the cluster's Agents, MeshConfig,
+//! Namespaces and Secrets live, routes to the EndpointSlice the test writes (pointing at a
+//! local `warden sidecar` that stands in for the specialist's pod), and decides on
+//! SPIRE-issued IDs. Live re-evaluation: relabelling `team-alpha` makes the gateway's next
+//! decision a denial, and rotating the `headersFrom` Secret changes the next forwarded
+//! header, each measured and required within 1 s.
+//!
+//! Skipped, loudly, when scripts/install-test-deps.sh has not built SPIRE or Kubernetes.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::spire::{Client, sidecar_on, wait_ready, warden_as};
+use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, compile_example, headers};
+use warden_testkit::deps::TierTimer;
+use warden_testkit::kube_api::KubeApi;
+use warden_testkit::process::free_addr;
+use warden_testkit::spire::{Entry, Spire};
+
+const UID_SPECIALIST: u32 = 42001;
+const UID_GATEWAY: u32 = 42002;
+const UID_ORCHESTRATOR: u32 = 42003;
+const UID_ROGUE: u32 = 42004;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// How soon a cluster change must decide the gateway's next request.
+const LIVE_LIMIT: Duration = Duration::from_secs(1);
+
+fn example(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cross-namespace-a2a")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Applies Warden's CRDs (as a JSON List) and waits until the apiserver serves them.
+fn install_crds(api: &KubeApi) {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": warden_kube::crd::crds(),
+    });
+    api.apply(&list.to_string());
+    api.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/agents.warden.dev",
+        "crd/meshconfigs.warden.dev",
+    ]);
+}
+
+/// The specialist's "pod": an EndpointSlice (labelled like a Service's) with one ready
+/// address, the sidecar's.
+fn endpoint_slice(addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: specialist-pod\n  \
+         namespace: team-beta\n  labels:\n    kubernetes.io/service-name: specialist\n\
+         addressType: IPv4\nports:\n- name: a2a\n  port: {port}\n  protocol: TCP\nendpoints:\n\
+         - addresses: [\"{ip}\"]\n  conditions:\n    ready: true\n",
+        ip = addr.ip(),
+        port = addr.port(),
+    )
+}
+
+/// A free port on this machine's first non-loopback IPv4 address: the pod IP stand-in (the
+/// apiserver refuses loopback addresses in EndpointSlices). Traffic to it stays on the
+/// machine.
+fn pod_addr() -> SocketAddr {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("run hostname -I");
+    let ip: IpAddr = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse::<IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .expect(
+            "this test needs a non-loopback IPv4 address on the machine (`hostname -I`): \
+             the apiserver refuses loopback addresses in EndpointSlices",
+        );
+    let listener = TcpListener::bind((ip, 0)).expect("bind the pod IP stand-in");
+    listener.local_addr().expect("local addr")
+}
+
+/// The admin kubeconfig with its certificates inline, readable only by `uid`.
+fn kubeconfig_for(api: &KubeApi, spire: &Spire, uid: u32) -> String {
+    let flat = api.kubectl_ok(&["config", "view", "--raw", "--flatten", "--minify"]);
+    let dir = spire.workload_dir("gateway-kube", uid);
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, flat).expect("write kubeconfig");
+    std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown kubeconfig");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path.display().to_string()
+}
+
+/// Calls `url` as `client` until `done(status, body)` holds; how long that took after
+/// `since`, or a panic with the last answer after `limit`.
+fn until(
+    client: &Client,
+    url: &str,
+    since: Instant,
+    limit: Duration,
+    done: impl Fn(&str, &str) -> bool,
+) -> Duration {
+    loop {
+        let (status, body) = client.call(url, &[]);
+        if done(&status, &body) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit * 5,
+            "still {status} {body} after {:?}",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn delegation_token(body: &str) -> String {
+    headers(body)["x-delegation-token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_the_cluster() {
+    let _timer = TierTimer::new("kube gateway: live routing and re-evaluation");
+    let entries = [
+        Entry::new(SPECIALIST, UID_SPECIALIST, HOUR),
+        Entry::new(GATEWAY, UID_GATEWAY, HOUR),
+        Entry::new(ORCHESTRATOR, UID_ORCHESTRATOR, HOUR),
+        Entry::new(ROGUE, UID_ROGUE, HOUR),
+    ];
+    let Some(spire) = Spire::start("warden.local", &entries) else {
+        return;
+    };
+    let Some(api) = KubeApi::start() else { return };
+    install_crds(&api);
+    api.apply(&example("mesh.yaml"));
+    api.apply(&example("agents.yaml"));
+
+    // The specialist's pod, stood in for: its app and its sidecar (SPIRE SVID, the example's
+    // policy), and the EndpointSlice that says where it is.
+    let app = warden_testkit::app::start().await;
+    let snapshot = spire.dir().join("snapshot.json");
+    compile_example(&snapshot, |t| t.to_owned());
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let endpoint = spire.endpoint();
+    let (_sidecar, inbound, _) = sidecar_on(
+        &spire,
+        UID_SPECIALIST,
+        pod_addr(),
+        app.addr,
+        &[
+            "--workload-api",
+            &endpoint,
+            "--snapshot",
+            snapshot.to_str().unwrap(),
+            "--agent",
+            "team-beta/specialist",
+        ],
+    );
+    api.apply(&endpoint_slice(inbound));
+
+    let kubeconfig = kubeconfig_for(&api, &spire, UID_GATEWAY);
+    let (listen, admin) = (free_addr(), free_addr());
+    let started = Instant::now();
+    let _gateway = warden_as(
+        &spire,
+        UID_GATEWAY,
+        "gateway",
+        &[
+            "gateway",
+            "--kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--workload-api",
+            &endpoint,
+        ],
+    );
+    wait_ready(&spire, "gateway", admin);
+    eprintln!("gateway --kubernetes ready in {:?}", started.elapsed());
+
+    let orchestrator = Client::fetch(&spire, "orchestrator", UID_ORCHESTRATOR);
+    let rogue = Client::fetch(&spire, "rogue", UID_ROGUE);
+    let url = format!("https://{listen}/api/a2a/team-beta/specialist/headers");
+
+    // Routed to the EndpointSlice's address over mTLS (the sidecar saw the gateway vouch for
+    // the orchestrator), with the delegation header from the cluster's Secret.
+    let (status, body) = orchestrator.call(&url, &[]);
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        headers(&body)["x-forwarded-client-cert"],
+        format!("By={SPECIALIST};URI={ORCHESTRATOR}")
+    );
+    assert_eq!(delegation_token(&body), "delegated-by-team-alpha");
+    let (status, body) = rogue.call(&url, &[]);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("namespace_selector"), "{body}");
+
+    // Relabel team-alpha: the gateway's next decision is a denial.
+    let relabelled = Instant::now();
+    api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access-"]);
+    let took = until(
+        &orchestrator,
+        &url,
+        relabelled,
+        LIVE_LIMIT,
+        |status, body| status == "403" && body.contains("namespace_selector"),
+    );
+    eprintln!("relabel team-alpha → the gateway denies the orchestrator after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the relabel took {took:?}");
+
+    // And back: admitted again.
+    let relabelled = Instant::now();
+    api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access=specialist"]);
+    let took = until(&orchestrator, &url, relabelled, LIVE_LIMIT, |s, _| {
+        s == "200"
+    });
+    eprintln!("label restored → admitted after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the restored label took {took:?}");
+
+    // Rotate the headersFrom Secret: the next forwarded request carries the new value.
+    let rotated = Instant::now();
+    api.kubectl_ok(&[
+        "patch",
+        "secret",
+        "orchestrator-delegation",
+        "-n",
+        "team-alpha",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"token":"rotated-token"}}"#,
+    ]);
+    let took = until(&orchestrator, &url, rotated, LIVE_LIMIT, |status, body| {
+        status == "200" && delegation_token(body) == "rotated-token"
+    });
+    eprintln!("Secret rotation → the next forwarded header is the new one after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the rotation took {took:?}");
+
+    // The pod goes away (its slice's endpoint turns unready): no endpoint, 503.
+    let gone = Instant::now();
+    api.apply(&endpoint_slice(inbound).replace("ready: true", "ready: false"));
+    let took = until(&orchestrator, &url, gone, LIVE_LIMIT, |status, body| {
+        status == "503" && body.contains("no_endpoint")
+    });
+    eprintln!("endpoint unready → 503 no_endpoint after {took:?}");
+}
