@@ -13,13 +13,14 @@ mod common;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::spire::{Client, sidecar_on, wait_ready, warden_as};
-use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, compile_example, headers};
+use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, WARDEN, compile_example, headers};
 use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
-use warden_testkit::process::free_addr;
+use warden_testkit::process::{Running, free_addr, spawn_logged, wait_listening};
 use warden_testkit::spire::{Entry, Spire};
 
 const UID_SPECIALIST: u32 = 42001;
@@ -56,12 +57,12 @@ fn install_crds(api: &KubeApi) {
     ]);
 }
 
-/// The specialist's "pod": an EndpointSlice (labelled like a Service's) with one ready
-/// address, the sidecar's.
-fn endpoint_slice(addr: SocketAddr) -> String {
+/// An agent's "pod" as the cluster knows it: an EndpointSlice (labelled like a Service's)
+/// with one ready address, the sidecar's.
+fn endpoint_slice(namespace: &str, agent: &str, addr: SocketAddr) -> String {
     format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: specialist-pod\n  \
-         namespace: team-beta\n  labels:\n    kubernetes.io/service-name: specialist\n\
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {agent}-pod\n  \
+         namespace: {namespace}\n  labels:\n    kubernetes.io/service-name: {agent}\n\
          addressType: IPv4\nports:\n- name: a2a\n  port: {port}\n  protocol: TCP\nendpoints:\n\
          - addresses: [\"{ip}\"]\n  conditions:\n    ready: true\n",
         ip = addr.ip(),
@@ -87,6 +88,78 @@ fn pod_addr() -> SocketAddr {
         );
     let listener = TcpListener::bind((ip, 0)).expect("bind the pod IP stand-in");
     listener.local_addr().expect("local addr")
+}
+
+/// An agent's pod stood in for: `warden agent echo` behind a `warden sidecar` (as the
+/// agent's uid, SPIRE SVID, the compiled example's policy) on a pod address, and its
+/// EndpointSlice; the processes.
+fn echo_pod(
+    api: &KubeApi,
+    spire: &Spire,
+    snapshot: &Path,
+    (namespace, name, uid): (&str, &str, u32),
+) -> [Running; 2] {
+    let app = free_addr();
+    let echo = spawn_logged(
+        Command::new(WARDEN).args([
+            "agent",
+            "echo",
+            "--listen",
+            &app.to_string(),
+            "--name",
+            name,
+        ]),
+        &spire.dir().join(format!("{name}-app.log")),
+    );
+    wait_listening(app, Duration::from_secs(10));
+    let agent = format!("{namespace}/{name}");
+    let (sidecar, inbound, _) = sidecar_on(
+        spire,
+        uid,
+        pod_addr(),
+        app,
+        &[
+            "--workload-api",
+            &spire.endpoint(),
+            "--snapshot",
+            snapshot.to_str().unwrap(),
+            "--agent",
+            &agent,
+        ],
+    );
+    api.apply(&endpoint_slice(namespace, name, inbound));
+    [echo, sidecar]
+}
+
+/// `spire-agent api fetch x509 -write` files of `client` copied into spiffe-helper's layout
+/// (what `warden verify --svid-dir` reads, as `warden ca issue` writes it).
+fn svid_dir(spire: &Spire, client: &Client, name: &str) -> String {
+    let dir = spire.dir().join(format!("{name}-svid"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let from = Path::new(&client.cert).parent().unwrap();
+    for (src, dst) in [
+        ("svid.0.pem", "svid.pem"),
+        ("svid.0.key", "svid_key.pem"),
+        ("bundle.0.pem", "svid_bundle.pem"),
+    ] {
+        std::fs::copy(from.join(src), dir.join(dst)).unwrap();
+    }
+    dir.display().to_string()
+}
+
+fn warden(args: &[&str]) -> (bool, String) {
+    let out = Command::new(WARDEN)
+        .args(args)
+        .output()
+        .expect("run warden");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// The admin kubeconfig with its certificates inline, readable only by `uid`.
@@ -168,9 +241,10 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
             "team-beta/specialist",
         ],
     );
-    api.apply(&endpoint_slice(inbound));
+    api.apply(&endpoint_slice("team-beta", "specialist", inbound));
 
     let kubeconfig = kubeconfig_for(&api, &spire, UID_GATEWAY);
+    let audit_log = Path::new(&kubeconfig).with_file_name("audit.log");
     let (listen, admin) = (free_addr(), free_addr());
     let started = Instant::now();
     let _gateway = warden_as(
@@ -188,6 +262,8 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
             &admin.to_string(),
             "--workload-api",
             &endpoint,
+            "--audit-log",
+            audit_log.to_str().unwrap(),
         ],
     );
     wait_ready(&spire, "gateway", admin);
@@ -250,9 +326,93 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     eprintln!("Secret rotation → the next forwarded header is the new one after {took:?}");
     assert!(took <= LIVE_LIMIT, "the rotation took {took:?}");
 
+    // `warden status --kubeconfig`: the Agents as the cluster holds them, where their pods
+    // are, and the gateway (not deployed in this cluster: it runs here).
+    let _orchestrator_pod = echo_pod(
+        &api,
+        &spire,
+        &snapshot,
+        ("team-alpha", "orchestrator", UID_ORCHESTRATOR),
+    );
+    let _rogue_pod = echo_pod(&api, &spire, &snapshot, ("team-gamma", "rogue", UID_ROGUE));
+    let kube = api.kubeconfig().to_str().unwrap();
+    let (ok, table) = warden(&["status", "--kubeconfig", kube]);
+    eprintln!("{table}");
+    assert!(ok, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("team-beta/specialist "))
+        .unwrap_or_else(|| panic!("no specialist row:\n{table}"));
+    assert!(
+        row.contains(" Strict ") && row.contains(&inbound.to_string()),
+        "{row}"
+    );
+    assert!(table.contains("gateway: Deployment warden-system/warden-gateway not found"));
+    let (ok, json) = warden(&["status", "--kubeconfig", kube, "-o", "json"]);
+    assert!(ok, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("status -o json");
+    assert_eq!(json["agents"].as_array().map(Vec::len), Some(3), "{json}");
+
+    // `warden verify --kubeconfig` against this gateway, calling as the orchestrator and the
+    // rogue (SPIRE SVIDs): kagent's checks (cards through the gateway, delegation, rogue
+    // rejected, direct call blocked) plus the audit. MTLSReady and the card's attested ID
+    // are the controller's to write; no controller runs here, so that row must say so.
+    let started = Instant::now();
+    let gateway_url = format!("https://{listen}");
+    let (orchestrator_svid, rogue_svid) = (
+        svid_dir(&spire, &orchestrator, "orchestrator"),
+        svid_dir(&spire, &rogue, "rogue"),
+    );
+    let (ok, report) = warden(&[
+        "verify",
+        "--kubeconfig",
+        kube,
+        "--gateway",
+        &gateway_url,
+        "--svid-dir",
+        &orchestrator_svid,
+        "--svid-dir",
+        &rogue_svid,
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+    ]);
+    eprintln!("verify --kubeconfig in {:?}:\n{report}", started.elapsed());
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        .collect();
+    for expected in [
+        "the cluster's mesh compiles",
+        "cards are served through the gateway",
+        "delegation: team-alpha/orchestrator calls team-beta/specialist",
+        "team-gamma/rogue's tool reference to team-beta/specialist is not accepted",
+        "every denied pair of agents is refused",
+        "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
+        "the audit log holds this run's allowed and denied calls",
+    ] {
+        let row = rows.iter().find(|r| r.contains(expected));
+        assert!(
+            row.is_some_and(|r| r.starts_with("PASS")),
+            "{expected}: {row:?}\n{report}"
+        );
+    }
+    let mtls = rows
+        .iter()
+        .find(|r| r.contains("MTLSReady"))
+        .unwrap_or_else(|| panic!("no MTLSReady row:\n{report}"));
+    assert!(
+        mtls.starts_with("FAIL") && mtls.contains("MTLSReady=?"),
+        "{mtls}"
+    );
+    assert!(
+        !ok,
+        "verify must fail while MTLSReady is not reported:\n{report}"
+    );
+
     // The pod goes away (its slice's endpoint turns unready): no endpoint, 503.
     let gone = Instant::now();
-    api.apply(&endpoint_slice(inbound).replace("ready: true", "ready: false"));
+    let unready = endpoint_slice("team-beta", "specialist", inbound);
+    api.apply(&unready.replace("ready: true", "ready: false"));
     let took = until(&orchestrator, &url, gone, LIVE_LIMIT, |status, body| {
         status == "503" && body.contains("no_endpoint")
     });

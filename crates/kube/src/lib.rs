@@ -14,6 +14,7 @@
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
 //! - [`server`]: `warden webhook`, HTTPS;
+//! - [`status`]: a cluster's mesh as `warden status`/`verify --kubeconfig` describe it;
 //! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
 
 pub mod admission;
@@ -26,6 +27,7 @@ pub mod inject;
 pub mod install;
 pub mod mode;
 pub mod server;
+pub mod status;
 pub mod validate;
 pub mod watch;
 
