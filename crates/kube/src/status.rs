@@ -110,11 +110,7 @@ impl ClusterStatus {
             cluster: cluster_name(&cluster),
             agents: rows,
             gateway: gateway_row(control_namespace, gateway.as_ref()),
-            errors: state
-                .errors
-                .iter()
-                .map(|e| crate::validate::located(e))
-                .collect(),
+            errors: state.errors.iter().map(crate::validate::located).collect(),
             snapshot,
         })
     }
