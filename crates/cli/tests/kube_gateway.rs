@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::spire::{Client, sidecar_on, wait_ready, warden_as};
 use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, WARDEN, compile_example, headers};
+use warden_kube::watch::{MeshWatch, WatchOptions};
 use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
 use warden_testkit::process::{Running, free_addr, spawn_logged, wait_listening};
@@ -165,7 +166,7 @@ fn warden(args: &[&str]) -> (bool, String) {
 /// The admin kubeconfig with its certificates inline, readable only by `uid`.
 fn kubeconfig_for(api: &KubeApi, spire: &Spire, uid: u32) -> String {
     let flat = api.kubectl_ok(&["config", "view", "--raw", "--flatten", "--minify"]);
-    let dir = spire.workload_dir("gateway-kube", uid);
+    let dir = spire.workload_dir(&format!("kube-{uid}"), uid);
     let path = dir.join("kubeconfig");
     std::fs::write(&path, flat).expect("write kubeconfig");
     std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown kubeconfig");
@@ -408,6 +409,69 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         !ok,
         "verify must fail while MTLSReady is not reported:\n{report}"
     );
+
+    // Sidecars in the cluster: `warden sidecar --kubernetes` decides by the snapshot the
+    // controller publishes (this test process publishes it, standing in for the controller's
+    // leader: kube::publish::publish_loop over the same MeshWatch); a relabel reaches the
+    // sidecar's next decision within the second too.
+    let client = warden_kube::client(Some(api.kubeconfig()))
+        .await
+        .expect("client");
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: warden-system\n");
+    let mesh = MeshWatch::start(client.clone(), WatchOptions::default());
+    let publisher = tokio::spawn(warden_kube::publish::publish_loop(
+        client,
+        "warden-system".into(),
+        mesh.subscribe(),
+    ));
+    let sidecar_kubeconfig = kubeconfig_for(&api, &spire, UID_SPECIALIST);
+    let (_kube_sidecar, kube_inbound, _) = sidecar_on(
+        &spire,
+        UID_SPECIALIST,
+        free_addr(),
+        app.addr,
+        &[
+            "--workload-api",
+            &endpoint,
+            "--kubernetes",
+            "--kubeconfig",
+            &sidecar_kubeconfig,
+            "--agent",
+            "team-beta/specialist",
+        ],
+    );
+    let direct = format!("https://{kube_inbound}/headers");
+    let (status, body) = orchestrator.call(&direct, &[]);
+    assert_eq!(status, "200", "{body}");
+    let (status, body) = rogue.call(&direct, &[]);
+    assert_eq!(status, "403", "{body}");
+    let relabelled = Instant::now();
+    api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access-"]);
+    let took = until(
+        &orchestrator,
+        &direct,
+        relabelled,
+        LIVE_LIMIT,
+        |status, _| status == "403",
+    );
+    eprintln!("relabel team-alpha → the sidecar (--kubernetes) denies after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the sidecar took {took:?}");
+    let published = api.kubectl_ok(&[
+        "get",
+        "configmap",
+        "warden-mesh-snapshot",
+        "-n",
+        "warden-system",
+        "-o",
+        "jsonpath={.data.snapshot\\.json}",
+    ]);
+    assert!(published.contains("team-beta"), "{published}");
+    assert!(
+        !published.contains("rotated-token") && !published.contains("delegated-by-team-alpha"),
+        "delegation header values must not be published: {published}"
+    );
+    api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access=specialist"]);
+    publisher.abort();
 
     // The pod goes away (its slice's endpoint turns unready): no endpoint, 503.
     let gone = Instant::now();

@@ -13,6 +13,7 @@
 //! - [`gateway`]: `warden gateway --kubernetes`'s snapshot and addresses from the cluster;
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
+//! - [`publish`]: the sidecars' snapshot, one ConfigMap the controller writes and they watch;
 //! - [`server`]: `warden webhook`, HTTPS;
 //! - [`status`]: a cluster's mesh as `warden status`/`verify --kubeconfig` describe it;
 //! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod inject;
 pub mod install;
 pub mod mode;
+pub mod publish;
 pub mod server;
 pub mod status;
 pub mod validate;
