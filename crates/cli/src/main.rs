@@ -2,6 +2,7 @@
 //! library crates; see `docs/ARCHITECTURE.md` for how the pieces fit.
 
 mod ca;
+mod cluster;
 mod controller;
 mod gateway;
 mod kubernetes;
