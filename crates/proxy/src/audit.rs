@@ -368,6 +368,31 @@ mod tests {
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
     }
 
+    #[tokio::test]
+    async fn a_streamed_calls_grpc_status_is_read_from_its_trailers() {
+        use http_body_util::{BodyExt, StreamBody};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit {
+            sink: Sink::file(path.clone(), u64::MAX, 1).unwrap(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        });
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        let audited = AuditedBody::new(body, record(1), audit, Instant::now());
+        let collected = audited.collect().await.expect("the body");
+        assert!(collected.trailers().is_some(), "trailers reach the client");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(line["grpc_status"], 5);
+        assert_eq!(line["bytes_out"], 5);
+    }
+
     #[test]
     fn times_are_rfc3339() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_372_481_123);

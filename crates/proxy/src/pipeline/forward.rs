@@ -139,7 +139,7 @@ fn to_app(ex: &mut Exchange, app: &http::uri::Authority) -> Aimed<'static> {
 
 fn to_egress<'a>(
     ex: &mut Exchange,
-    gateway_url: Option<&Uri>,
+    gateway_url: Option<&'a Uri>,
     mesh_peers: &'a HashMap<String, SpiffeId>,
     policy: &'a Policy,
 ) -> Aimed<'a> {
@@ -147,6 +147,14 @@ fn to_egress<'a>(
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     let egress_url = egress_url(parts, &uri);
     let (authority, expected) = match uri.authority.take() {
+        // An agent's host name (a gRPC client following a card fetched through this egress
+        // calls `{agent}.{ns}.{domain}:{egress port}`): to the gateway, which routes by it.
+        Some(authority) if !mesh_peers.contains_key(authority.as_str()) => {
+            if let Some(via) = agent_host_via(&authority, gateway_url, policy) {
+                return aim_agent_host(parts, uri, authority, egress_url, via);
+            }
+            (authority, None)
+        }
         // absolute-form: proxy to the named host.
         Some(authority) => {
             let expected = mesh_peers.get(authority.as_str());
@@ -178,6 +186,45 @@ fn to_egress<'a>(
         parts.headers.insert(EGRESS_URL_HEADER, url);
     }
     aim(parts, uri, scheme, authority)?;
+    Ok(via)
+}
+
+/// How a request for `authority` goes when it names an agent's host under the mesh's host
+/// domain and there is a gateway to send it to: over mTLS to the gateway's address, expecting
+/// the gateway's identity, the agent's host name kept as `:authority`/`Host` and SNI.
+fn agent_host_via<'a>(
+    authority: &http::uri::Authority,
+    gateway_url: Option<&'a Uri>,
+    policy: &'a Policy,
+) -> Option<Via<'a>> {
+    let domain = policy
+        .snapshot
+        .as_ref()
+        .map_or(warden_a2a::host::DEFAULT_DOMAIN, |s| {
+            s.control_plane().host_domain.as_str()
+        });
+    warden_a2a::host::route_host(authority.as_str(), domain)?;
+    let gateway = gateway_url?.authority()?;
+    match (policy.settings.gateway_ids.first(), policy.settings.mode) {
+        (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => Some(Via::MeshAt(id, gateway)),
+        _ => None,
+    }
+}
+
+fn aim_agent_host<'a>(
+    parts: &mut http::request::Parts,
+    uri: http::uri::Parts,
+    authority: http::uri::Authority,
+    egress_url: Option<HeaderValue>,
+    via: Via<'a>,
+) -> Aimed<'a> {
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    if let Some(url) = egress_url {
+        parts.headers.insert(EGRESS_URL_HEADER, url);
+    }
+    aim(parts, uri, http::uri::Scheme::HTTPS, authority)?;
     Ok(via)
 }
 
@@ -271,6 +318,42 @@ mod tests {
             panic!("an origin-form request without a gateway was aimed");
         };
         assert_eq!(refused.status(), 502);
+    }
+
+    #[test]
+    fn an_agent_host_at_the_egress_goes_to_the_gateway_keeping_the_host_as_authority() {
+        use crate::pipeline::test_support::{settings, with_headers};
+        use std::sync::Arc;
+        let gateway_id = SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/gw").expect("id");
+        let policy = Arc::new(Policy {
+            settings: crate::config::DynamicConfig {
+                gateway_ids: vec![gateway_id.clone()],
+                ..settings()
+            },
+            snapshot: None,
+            jwt: crate::authn::JwtConfig::default(),
+        });
+        let gateway: Uri = "https://127.0.0.1:8083".parse().expect("uri");
+        let no_peers = HashMap::new();
+        let grpc = [("content-type", "application/grpc")];
+        let target = "http://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask";
+        let mut ex = with_headers("POST", target, &grpc, policy.clone());
+        let Ok(via) = to_egress(&mut ex, Some(&gateway), &no_peers, &policy) else {
+            panic!("not aimed");
+        };
+        assert!(
+            matches!(via, Via::MeshAt(id, at) if *id == gateway_id && at == "127.0.0.1:8083"),
+            "{via:?}"
+        );
+        assert_eq!(
+            ex.parts.uri,
+            "https://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask"
+        );
+        assert_eq!(ex.parts.version, Version::HTTP_2);
+        // Any other host is not the gateway's.
+        let mut ex = exchange("GET", "http://example.com/x", policy.clone());
+        let via = to_egress(&mut ex, Some(&gateway), &no_peers, &policy);
+        assert!(matches!(via, Ok(Via::Plain)));
     }
 
     #[test]
