@@ -224,6 +224,7 @@ fn a2a_sdk_agents_and_clients_work_through_warden_up_unchanged() {
         }
     }
 
+    audited_by_a2a_method(&state);
     egress_keeps_in_mesh_clients_on_their_egress(&sdks, &state, dir.path(), &status, gateway);
     host_names_route_by_sni_and_host(gateway, svid);
     refused_clients_see_who_and_which_rule(&sdks, &state, dir.path(), gateway);
@@ -262,6 +263,40 @@ fn status_shows_both_urls(state: &Path, status: &serde_json::Value, gateway: Soc
     );
 }
 
+/// The gateway's audit log names the A2A method of every call the SDK clients made, whichever
+/// binding and sub-path (`/a2a/jsonrpc`, `/a2a/rest/message:stream`, `/tasks/{id}:cancel` …).
+fn audited_by_a2a_method(state: &Path) {
+    let log = std::fs::read_to_string(state.join("audit.log")).expect("the gateway's audit log");
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for agent in ["sdk/py-agent", "sdk/js-agent"] {
+        for method in [
+            "GetAgentCard",
+            "SendMessage",
+            "SendStreamingMessage",
+            "GetTask",
+            "CancelTask",
+        ] {
+            let calls = records
+                .iter()
+                .filter(|r| {
+                    r["target"] == agent
+                        && r["method"] == method
+                        && r["caller"] == CLIENT
+                        && r["decision"] == "allow"
+                })
+                .count();
+            // Two SDKs, two bindings (the card once per client run).
+            assert!(
+                calls >= 4,
+                "{agent} {method}: {calls} allowed records in\n{log}"
+            );
+        }
+    }
+}
+
 /// A client inside the mesh (an app calling through team-alpha/caller's egress, plain http)
 /// gets cards pointing at its egress and follows them through it; the gateway believes the
 /// egress's address only from an agent's identity.
@@ -290,6 +325,19 @@ fn egress_keeps_in_mesh_clients_on_their_egress(
             &seen,
             &base,
             &format!("{sdk} client via the egress → {agent}"),
+        );
+    }
+    // They reached the gateway through the egress, as its agent (not anonymously past it).
+    let log = std::fs::read_to_string(state.join("audit.log")).expect("the gateway's audit log");
+    for agent in ["sdk/js-agent", "sdk/py-agent"] {
+        assert!(
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|r| r["target"] == agent
+                    && r["caller"] == CALLER_AGENT
+                    && r["method"] == "SendStreamingMessage"
+                    && r["decision"] == "allow"),
+            "no streamed call to {agent} as {CALLER_AGENT} in\n{log}"
         );
     }
     // The header from callers that are not a mesh egress changes nothing; from an agent's
