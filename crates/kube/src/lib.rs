@@ -11,7 +11,8 @@
 //! - [`validate`]: the validating checks (the model's loader, compiler and policy engine);
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
-//! - [`server`]: `warden webhook`, HTTPS.
+//! - [`server`]: `warden webhook`, HTTPS;
+//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
 
 pub mod admission;
 pub mod certs;
@@ -22,6 +23,7 @@ pub mod install;
 pub mod mode;
 pub mod server;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 

@@ -45,6 +45,10 @@ pub struct Record {
     pub rule: String,
     /// The HTTP status sent.
     pub status: u16,
+    /// A gRPC call's `grpc-status` (0 OK; the upstream's error status as it sent it, or the
+    /// proxy's refusal), from the response head or its trailers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
     /// Milliseconds from arrival to the end of the response.
     pub latency_ms: f64,
     /// Request body bytes (as declared or read).
@@ -261,8 +265,13 @@ impl Body for AuditedBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
-                    record.bytes_out += data.len() as u64;
+                if let Some(record) = this.record.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_out += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        record.grpc_status =
+                            crate::grpc::status_of(trailers).or(record.grpc_status);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(false);
@@ -312,6 +321,7 @@ mod tests {
             decision: "allow",
             rule: "same_namespace".into(),
             status: 200,
+            grpc_status: None,
             latency_ms: 1.0,
             bytes_in: 0,
             bytes_out: 0,

@@ -34,8 +34,12 @@ pub struct Upstreams {
     identity: Arc<dyn SvidSource>,
     limits: Limits,
     plain: Client<HttpConnector, ProxyBody>,
-    /// mTLS clients by the server identity they expect; built on first use.
+    /// HTTP/2 with prior knowledge (h2c), for requests that must stay HTTP/2 (gRPC).
+    plain_h2: Client<HttpConnector, ProxyBody>,
+    /// mTLS clients by the server identity they expect (HTTP/1.1); built on first use.
     mesh: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
+    /// The same over HTTP/2 (ALPN `h2`), for requests that must stay HTTP/2 (gRPC).
+    mesh_h2: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
 }
 
 impl Upstreams {
@@ -48,15 +52,21 @@ impl Upstreams {
             identity,
             plain: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector.clone()),
+            plain_h2: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .http2_only(true)
                 .build(connector),
             mesh: ArcSwap::from_pointee(HashMap::new()),
+            mesh_h2: ArcSwap::from_pointee(HashMap::new()),
             limits,
         }
     }
 
-    /// The pooled mTLS client that expects `id` of the server.
-    fn mesh_client(&self, id: &SpiffeId) -> Result<Arc<MeshClient>, String> {
-        if let Some(client) = self.mesh.load().get(id) {
+    /// The pooled mTLS client that expects `id` of the server, speaking HTTP/2 when `h2`.
+    fn mesh_client(&self, id: &SpiffeId, h2: bool) -> Result<Arc<MeshClient>, String> {
+        let pool = if h2 { &self.mesh_h2 } else { &self.mesh };
+        if let Some(client) = pool.load().get(id) {
             return Ok(client.clone());
         }
         let tls = client_config(self.identity.clone(), Authorizer::exactly(id.clone()))
@@ -65,17 +75,21 @@ impl Upstreams {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.limits.handshake_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
+            .https_only();
+        let connector = if h2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         let client: Arc<MeshClient> = Arc::new(
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
+                .http2_only(h2)
                 .build(connector),
         );
-        self.mesh.rcu(|map| {
+        pool.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.entry(id.clone()).or_insert_with(|| client.clone());
             map
@@ -84,7 +98,9 @@ impl Upstreams {
     }
 
     /// Sends `request` (its URI already absolute: `http://` for plain, `https://` for mesh),
-    /// streaming both bodies; the request body is cut at the body limit (413).
+    /// streaming both bodies; the request body is cut at the body limit (413). An HTTP/2
+    /// request (gRPC) goes out over HTTP/2 — h2c with prior knowledge, or `h2` by ALPN over
+    /// mTLS — so that its trailers survive; any other as HTTP/1.1.
     pub async fn send<B>(&self, request: Request<B>, via: Via<'_>) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
@@ -100,12 +116,14 @@ impl Upstreams {
             return too_large();
         }
         let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let h2 = request.version() == http::Version::HTTP_2;
         let request = request.map(|body| -> ProxyBody { Limited::new(body, limit).boxed() });
         let sent = match via {
             Via::Plain => {
-                tokio::time::timeout(limits.upstream_timeout, self.plain.request(request)).await
+                let client = if h2 { &self.plain_h2 } else { &self.plain };
+                tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
             }
-            Via::Mesh(id) => match self.mesh_client(id) {
+            Via::Mesh(id) => match self.mesh_client(id, h2) {
                 Ok(client) => {
                     tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
                 }

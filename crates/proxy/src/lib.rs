@@ -32,6 +32,7 @@ pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

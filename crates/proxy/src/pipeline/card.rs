@@ -107,7 +107,15 @@ impl Cards {
                 }
             }
         };
-        warden_a2a::rewrite_card(&mut card, &base);
+        let domain = snapshot.control_plane().host_domain.as_str();
+        let grpc_authority = grpc_authority(target, &base, domain);
+        warden_a2a::card::rewrite_card(
+            &mut card,
+            &warden_a2a::card::GatewayUrls {
+                base,
+                grpc_authority,
+            },
+        );
         let mut response = Response::new(full(card.to_string()));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -196,6 +204,29 @@ fn card_error(message: &str) -> Response<ProxyBody> {
     json_error(StatusCode::BAD_GATEWAY, "card_fetch", message)
 }
 
+/// Where a gRPC client reaches `target` through the gateway: gRPC paths are
+/// `/{service}/{method}`, with no room for the agent, so a card fetched by path
+/// (`/api/a2a/{ns}/{agent}/…`) points its gRPC interfaces at the agent's own host name at the
+/// gateway's port (`{agent}.{ns}.a2a.localhost:8083`, routed by `:authority`); a card fetched
+/// by host name already has that authority (`None`: the base's).
+fn grpc_authority(target: &super::Target, base: &str, domain: &str) -> Option<String> {
+    if target.by_host {
+        return None;
+    }
+    let authority: http::uri::Authority = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let host = warden_a2a::host::agent_host(&target.namespace, &target.name, domain);
+    Some(match authority.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +284,18 @@ mod tests {
                 "{peer:?} {url}"
             );
         }
+    }
+
+    #[test]
+    fn grpc_interfaces_of_a_path_routed_card_point_at_the_agents_host_at_the_gateway_port() {
+        let mut target =
+            crate::pipeline::route::parse("/api/a2a/team-beta/specialist/").expect("a route");
+        let base = "https://127.0.0.1:8083/api/a2a/team-beta/specialist/";
+        assert_eq!(
+            grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN).as_deref(),
+            Some("specialist.team-beta.a2a.localhost:8083")
+        );
+        target.by_host = true;
+        assert_eq!(grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN), None);
     }
 }

@@ -116,10 +116,10 @@ fn to_sidecar<'p>(
     ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
         .parse()
         .map_err(|_| bad_target())?;
-    ex.parts.version = Version::HTTP_11;
     if let Ok(host) = HeaderValue::from_str(endpoint) {
         ex.parts.headers.insert(http::header::HOST, host);
     }
+    set_version(&mut ex.parts);
     Ok(Via::Mesh(&agent.spiffe_id))
 }
 
@@ -207,8 +207,19 @@ fn aim(
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| bad_target())?;
-    parts.version = Version::HTTP_11;
+    set_version(parts);
     Ok(())
+}
+
+/// The version a request goes upstream in: gRPC stays HTTP/2 (it needs trailers; the
+/// authority travels as `:authority`, so `Host` goes), everything else is HTTP/1.1.
+fn set_version(parts: &mut http::request::Parts) {
+    if crate::grpc::needs_http2(&parts.headers) {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(http::header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+    }
 }
 
 fn bad_target() -> Box<Response<ProxyBody>> {
