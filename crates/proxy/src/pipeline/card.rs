@@ -296,6 +296,9 @@ mod tests {
             Some("specialist.team-beta.a2a.localhost:8083")
         );
         target.by_host = true;
-        assert_eq!(grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN), None);
+        assert_eq!(
+            grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN),
+            None
+        );
     }
 }
