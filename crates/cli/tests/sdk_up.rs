@@ -227,6 +227,20 @@ fn a2a_sdk_agents_and_clients_work_through_warden_up_unchanged() {
     audited_by_a2a_method(&state);
     egress_keeps_in_mesh_clients_on_their_egress(&sdks, &state, dir.path(), &status, gateway);
     host_names_route_by_sni_and_host(gateway, svid);
+    // Standard discovery: the card at the root of the agent's own host, followed there (the
+    // TLS server name and Host both name the agent).
+    for (sdk, agent, binding) in [
+        ("python", "py-agent", "JSONRPC"),
+        ("js", "js-agent", "HTTP+JSON"),
+    ] {
+        let base = format!("https://{agent}.sdk.a2a.localhost:{}", gateway.port());
+        let seen = sdks.follow(sdk, &base, binding, svid);
+        assert_followed(
+            &seen,
+            &base,
+            &format!("{sdk} client → {base} over {binding}"),
+        );
+    }
     refused_clients_see_who_and_which_rule(&sdks, &state, dir.path(), gateway);
 
     let out = Command::new("kill")
