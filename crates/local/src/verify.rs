@@ -11,17 +11,15 @@
 //! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
 //! - the audit log holds exactly this run's calls (found by this run's A2A context id).
 //!
-//! It calls as workloads with SVIDs from the mesh's CA, exactly as agents do.
+//! It calls as workloads with SVIDs from the mesh's CA (or SPIRE server), exactly as agents do.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use warden_identity::ca::CertificateAuthority;
-use warden_identity::{IdentityCell, SpiffeId, X509Identity};
+use warden_identity::{IdentityCell, SpiffeId};
 use warden_model::MeshSnapshot;
 use warden_model::MtlsMode;
 use warden_model::policy::{Caller, decide};
@@ -29,6 +27,7 @@ use warden_model::snapshot::CompiledAgent;
 use warden_proxy::config::Limits;
 use warden_proxy::forward::{Upstreams, Via};
 
+use crate::spire::Issuer;
 use crate::status::{MeshStatus, ProcessHealth};
 
 /// How long `verify` waits for every proxy to load the current snapshot.
@@ -70,16 +69,8 @@ struct Client {
 }
 
 impl Client {
-    fn as_workload(ca: &CertificateAuthority, id: &SpiffeId) -> Result<Self, String> {
-        let svid = ca
-            .issue_x509(id, Duration::from_secs(600))
-            .map_err(|e| e.to_string())?;
-        let identity = X509Identity::new(
-            svid.chain.clone(),
-            svid.private_key(),
-            Arc::new(ca.bundle_set()),
-        )
-        .map_err(|e| e.to_string())?;
+    async fn as_workload(issuer: &Issuer, id: &SpiffeId) -> Result<Self, String> {
+        let identity = issuer.identity(id).await?;
         Ok(Self {
             upstreams: Upstreams::new(IdentityCell::with(identity), Limits::default()),
         })
@@ -110,7 +101,7 @@ fn short(text: &str) -> String {
 struct Run {
     status: MeshStatus,
     snapshot: MeshSnapshot,
-    ca: CertificateAuthority,
+    issuer: Issuer,
     context: String,
     gateway: String,
     gateway_id: SpiffeId,
@@ -246,7 +237,7 @@ async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Chec
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
     let (status, snapshot, synced) = wait_synced(state_dir).await?;
-    let ca = CertificateAuthority::load(Path::new(&status.ca.dir)).map_err(|e| e.to_string())?;
+    let issuer = Issuer::of(&status)?;
     let audit_path = std::path::PathBuf::from(&status.gateway.audit_log);
     let audit_start = std::fs::metadata(&audit_path).map_or(0, |m| m.len());
     let nanos = std::time::SystemTime::now()
@@ -262,7 +253,7 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
         context: format!("warden-verify-{}-{nanos}", std::process::id()),
         status,
         snapshot,
-        ca,
+        issuer,
         audited: Vec::new(),
     };
     let mut checks = vec![synced];
@@ -302,7 +293,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
             unreachable.push(agent.key());
             continue;
         };
-        let client = Client::as_workload(&run.ca, &caller)?;
+        let client = Client::as_workload(&run.issuer, &caller).await?;
         let url = format!("{}.well-known/agent-card.json", run.url(agent));
         let (code, body) = client.call(&url, Via::Mesh(&run.gateway_id), None).await;
         let leaked: Vec<&str> = run
@@ -349,7 +340,8 @@ async fn cards(run: &Run) -> Result<Check, String> {
 /// Every tool reference: the agent's egress → gateway → target; the target must see the
 /// agent as caller and every delegation header (when it reports them, as the echo agent does).
 async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
-    let client = Client::as_workload(&run.ca, &run.id("warden-system", "warden-verify")?)?;
+    let client =
+        Client::as_workload(&run.issuer, &run.id("warden-system", "warden-verify")?).await?;
     let mut checks = Vec::new();
     let agents = run.snapshot.agents().to_vec();
     for agent in &agents {
@@ -505,7 +497,7 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
     let mut seen = Vec::new();
     let mut problems = Vec::new();
     for (caller, target, rule) in pairs.into_iter().take(MAX_DENIED_PAIRS) {
-        let client = Client::as_workload(&run.ca, &caller.spiffe_id)?;
+        let client = Client::as_workload(&run.issuer, &caller.spiffe_id).await?;
         let message = run.message("denied pair");
         let (code, body) = client
             .call(&run.url(target), Via::Mesh(&run.gateway_id), Some(&message))
@@ -537,7 +529,7 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
 /// caller its policy does not admit gets 403.
 async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
     let outsider = run.id("warden-verify-outsider", "warden-verify")?;
-    let client = Client::as_workload(&run.ca, &outsider)?;
+    let client = Client::as_workload(&run.issuer, &outsider).await?;
     let mut checks = Vec::new();
     for agent in run
         .snapshot
