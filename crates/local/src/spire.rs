@@ -403,7 +403,7 @@ pub struct SpireStatus {
 /// Where `verify` gets the SVIDs of the callers it plays.
 pub(crate) enum Issuer {
     /// The mesh's embedded CA.
-    Ca(CertificateAuthority),
+    Ca(Box<CertificateAuthority>),
     /// The SPIRE server.
     Spire(SpireServer, TrustDomain),
 }
@@ -421,7 +421,7 @@ impl Issuer {
                 Ok(Self::Spire(server, td))
             }
             None => CertificateAuthority::load(Path::new(&status.ca.dir))
-                .map(Self::Ca)
+                .map(|ca| Self::Ca(Box::new(ca)))
                 .map_err(|e| e.to_string()),
         }
     }

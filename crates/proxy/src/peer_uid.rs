@@ -92,7 +92,7 @@ mod tests {
             parse_addr(&format!("{lo}:1F90")),
             Some(addr("127.0.0.1:8080"))
         );
-        let mapped = Ipv6Addr::from(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
         let words: String = mapped
             .octets()
             .chunks(4)
