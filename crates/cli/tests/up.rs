@@ -568,7 +568,34 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
     let state = dir.path().join("state");
     let gateway = free_addr();
     let mut up = start_up(&state, &manifests, gateway);
-    wait_ready(&state, &mut up, 2);
+    let status = wait_ready(&state, &mut up, 2);
+
+    // The built-in app serves its own user (its sidecar's, `up`'s) and nobody else: no other
+    // local user reaches it around the sidecar with a made-up XFCC.
+    if running_as_root() {
+        let app = agent_status(&status, "red/vault")["appAddress"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let card = format!("http://{app}/.well-known/agent-card.json");
+        assert_eq!(curl_status(&[&card]).0, "200");
+        let args = [
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "x-forwarded-client-cert: URI=spiffe://warden.local/ns/red/sa/x",
+            &card,
+        ];
+        let out = run_as(STRANGER_UID, "curl", &args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "000",
+            "another uid reached the app"
+        );
+    }
 
     let (code, out) = verify(&state);
     assert_eq!(code, Some(0), "{out}");

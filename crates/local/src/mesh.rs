@@ -363,6 +363,9 @@ impl Mesh {
                     place.app.to_string(),
                     "--name".into(),
                     agent.card_name().to_owned(),
+                    // Its sidecar (and `up`'s probe) run as its user; nobody else gets in.
+                    "--allow-uid".into(),
+                    place.user.uid.to_string(),
                 ]);
                 if let Some(tool) = agent.tools.iter().find(|t| t.accepted) {
                     args.extend([
