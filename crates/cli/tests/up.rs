@@ -58,14 +58,27 @@ fn start_up_with(
     gateway: std::net::SocketAddr,
     global: &[&str],
 ) -> Running {
+    start_up_from(Path::new(WARDEN), state, manifests, gateway, global, &[])
+}
+
+/// `warden up` from the binary `warden`, with `global` flags before `up` and `extra` after.
+fn start_up_from(
+    warden: &Path,
+    state: &Path,
+    manifests: &Path,
+    gateway: std::net::SocketAddr,
+    global: &[&str],
+    extra: &[&str],
+) -> Running {
     Running(
-        Command::new(WARDEN)
+        Command::new(warden)
             .arg("--state-dir")
             .arg(state)
             .args(global)
             .arg("up")
             .arg(manifests)
             .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -224,22 +237,9 @@ fn the_kagent_example_runs_as_written_and_refuses_the_rogue() {
     assert_seed_status(&status);
     // kagenti's resolution: the specialist's AgentRuntime says strict; the orchestrator's sets
     // none, so team-alpha's authbridge-runtime-config ConfigMap decides.
-    let mode = |key: &str| {
-        status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| {
-                format!(
-                    "{}/{}",
-                    a["namespace"].as_str().unwrap(),
-                    a["name"].as_str().unwrap()
-                ) == key
-            })
-            .map(|a| a["mtlsMode"].clone())
-    };
-    assert_eq!(mode("team-beta/specialist"), Some("Strict".into()));
-    assert_eq!(mode("team-alpha/orchestrator"), Some("Permissive".into()));
+    let mode = |key: &str| agent_status(&status, key)["mtlsMode"].clone();
+    assert_eq!(mode("team-beta/specialist"), "Strict");
+    assert_eq!(mode("team-alpha/orchestrator"), "Permissive");
     // Every row passes: the rogue's reference, which the manifests refuse (Accepted=False
     // above), is checked for its refusal (403 naming the rule), not as a delegation.
     let (code, out) = verify(&state);
@@ -960,6 +960,7 @@ fn egress_call_as(uid: u32, egress: &str) -> (Option<i32>, String) {
     )
 }
 
+/// The agent `namespace/name` of a `status -o json`.
 fn agent_status<'a>(status: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     status["agents"]
         .as_array()
@@ -996,18 +997,7 @@ fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets
     .unwrap();
     let state = dir.path().join("state");
     let gateway = free_addr();
-    let mut up = Running(
-        Command::new(&warden_bin)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("up")
-            .arg(&manifests)
-            .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &[]);
     let status = wait_ready(&state, &mut up, 2);
 
     // Each agent's app and sidecar run as its user; the gateway as `up`'s.
@@ -1176,20 +1166,8 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
     .unwrap();
     let state = dir.join("state");
     let gateway = free_addr();
-    let mut up = Running(
-        Command::new(&warden_bin)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("up")
-            .arg(&manifests)
-            .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
-            .arg("--spire-server")
-            .arg(&spire_server)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let spire_flag = ["--spire-server", spire_server.to_str().unwrap()];
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
     let status = wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
 
     // Entries: one per workload, each under the agent, selected by the workload's uid.
@@ -1233,5 +1211,15 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A second `up` finds its entries and makes none.
     drop(up);
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
+    wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
+    let again = spire.server_cli(&["entry", "show"]);
+    assert_eq!(
+        again.matches("Entry ID").count(),
+        entries.matches("Entry ID").count(),
+        "{again}"
+    );
 }

@@ -200,22 +200,23 @@ impl SpireServer {
     /// Registers `id` for processes of `uid` under `parent`, unless that entry exists.
     pub async fn register(&self, parent: &str, id: &SpiffeId, uid: u32) -> Result<(), SpireError> {
         let selector = format!("unix:uid:{uid}");
-        let shown = self
-            .run(&[
-                "entry",
-                "show",
-                "-output",
-                "json",
-                "-parentID",
-                parent,
-                "-spiffeID",
-                id.as_str(),
-                "-selector",
-                &selector,
-                "-matchSelectorsOn",
-                "exact",
-            ])
-            .await?;
+        let entry = [
+            "-parentID",
+            parent,
+            "-spiffeID",
+            id.as_str(),
+            "-selector",
+            &selector,
+        ];
+        let show = [
+            "entry",
+            "show",
+            "-output",
+            "json",
+            "-matchSelectorsOn",
+            "exact",
+        ];
+        let shown = self.run(&[&show[..], &entry[..]].concat()).await?;
         let existing: EntryList = serde_json::from_str(&shown).unwrap_or(EntryList {
             entries: Vec::new(),
         });
@@ -224,16 +225,7 @@ impl SpireServer {
             return Ok(());
         }
         let created = self
-            .run(&[
-                "entry",
-                "create",
-                "-parentID",
-                parent,
-                "-spiffeID",
-                id.as_str(),
-                "-selector",
-                &selector,
-            ])
+            .run(&[&["entry", "create"][..], &entry[..]].concat())
             .await;
         match created {
             Ok(_) => tracing::info!(%id, uid, "SPIRE entry created"),
