@@ -4,6 +4,7 @@
 //! a body a step had to read goes on as read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -13,6 +14,7 @@ use warden_model::MtlsMode;
 
 use super::card::Cards;
 use super::{Exchange, Handler, Phase, Policy, RequestBody};
+use crate::endpoints::Endpoints;
 use crate::forward::{Upstreams, Via};
 use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 
@@ -20,8 +22,9 @@ use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 pub enum Destination {
     /// The gateway: the target agent's sidecar, by `--endpoint`.
     Gateway {
-        /// `namespace/name` → `host:port` of the agent's sidecar.
-        endpoints: HashMap<String, String>,
+        /// `namespace/name` → the addresses of the agent's sidecars (swapped live in a
+        /// cluster).
+        endpoints: Arc<Endpoints>,
         /// Agent cards, served here with gateway URLs.
         cards: Cards,
     },
@@ -80,11 +83,7 @@ impl Handler for Forward {
 
 type Aimed<'a> = Result<Via<'a>, Box<Response<ProxyBody>>>;
 
-fn to_sidecar<'p>(
-    ex: &mut Exchange,
-    endpoints: &HashMap<String, String>,
-    policy: &'p Policy,
-) -> Aimed<'p> {
+fn to_sidecar<'p>(ex: &mut Exchange, endpoints: &Endpoints, policy: &'p Policy) -> Aimed<'p> {
     let Some(target) = &ex.target else {
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -93,13 +92,12 @@ fn to_sidecar<'p>(
         )));
     };
     let key = target.key();
-    let (Some(endpoint), Some(agent)) = (
-        endpoints.get(&key),
-        policy
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.agent(&target.namespace, &target.name)),
-    ) else {
+    let agent = policy
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.agent(&target.namespace, &target.name));
+    let (Some(agent), Some(endpoint)) = (agent, agent.and_then(|a| endpoints.pick(&key, a.port)))
+    else {
         let message = format!("no endpoint is configured for {key}");
         return Err(Box::new(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,7 +114,7 @@ fn to_sidecar<'p>(
     ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
         .parse()
         .map_err(|_| bad_target())?;
-    if let Ok(host) = HeaderValue::from_str(endpoint) {
+    if let Ok(host) = HeaderValue::from_str(&endpoint) {
         ex.parts.headers.insert(http::header::HOST, host);
     }
     set_version(&mut ex.parts);

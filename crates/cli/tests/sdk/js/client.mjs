@@ -54,7 +54,9 @@ const stateName = (task) => TaskState[task.status?.state];
 
 async function follow(base, binding, cert, key, ca) {
   const fetchImpl = svidFetch(cert, key, ca);
-  const client = await factory(fetchImpl, binding).createFromUrl(base);
+  // The resolver puts its default path at the host's root; an agent under a path prefix (the
+  // gateway's /api/a2a/{ns}/{agent}) is reached the documented way: the full URL, empty path.
+  const client = await factory(fetchImpl, binding).createFromUrl(`${base}/.well-known/agent-card.json`, "");
   const card = await client.getAgentCard();
   const seen = { urls: Object.fromEntries(card.supportedInterfaces.map((i) => [i.protocolBinding, i.url])) };
   seen.binding = client.transport?.constructor?.name ?? null;
@@ -101,7 +103,7 @@ async function refused(base, cert, key, ca) {
     defaultOutputModes: [],
   };
   const seen = {
-    card: await refusal(() => new DefaultAgentCardResolver({ fetchImpl }).resolve(base)),
+    card: await refusal(() => new DefaultAgentCardResolver({ fetchImpl }).resolve(`${base}/.well-known/agent-card.json`, "")),
     jsonrpc: await refusal(async () =>
       (await factory(fetchImpl, "JSONRPC").createFromAgentCard(card)).sendMessage(message("hi")),
     ),

@@ -21,6 +21,7 @@ export function textOf(message) {
     .join("");
 }
 
+import dns from "node:dns";
 import fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -30,7 +31,8 @@ import { Readable } from "node:stream";
  * A `fetch` for the SDK's transports that presents the client's SVID (CERT/KEY, `-` for none)
  * and checks the gateway's chain against CA. Node's own fetch takes no client certificate
  * without undici, which the SDK does not ship. SVIDs name a SPIFFE ID, not a host, so the
- * host name is not checked. Plain `http:` URLs (an egress) go without TLS.
+ * host name is not checked. Plain `http:` URLs (an egress) go without TLS. Names under
+ * `.localhost` resolve to loopback, as RFC 6761 asks (glibc without nss-myhostname does not).
  */
 export function svidFetch(cert, key, ca) {
   const tls = {
@@ -39,7 +41,16 @@ export function svidFetch(cert, key, ca) {
     key: key === "-" ? undefined : fs.readFileSync(key),
     checkServerIdentity: () => undefined,
   };
-  const agents = { "https:": new https.Agent({ ...tls, keepAlive: true }), "http:": new http.Agent({ keepAlive: true }) };
+  const lookup = (host, options, callback) =>
+    host.replace(/\.$/, "").endsWith(".localhost")
+      ? options.all
+        ? callback(null, [{ address: "127.0.0.1", family: 4 }])
+        : callback(null, "127.0.0.1", 4)
+      : dns.lookup(host, options, callback);
+  const agents = {
+    "https:": new https.Agent({ ...tls, keepAlive: true, lookup }),
+    "http:": new http.Agent({ keepAlive: true, lookup }),
+  };
   return (input, init = {}) =>
     new Promise((resolve, reject) => {
       const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);

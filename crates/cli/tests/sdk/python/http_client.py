@@ -9,10 +9,15 @@ Usage: http_client.py BASE BINDING CERT KEY CA
 
 Calls SendMessage, SendStreamingMessage (noting when each event arrives), GetTask and
 CancelTask (of a task that waits), and prints one JSON object of what it saw.
+
+Names under `.localhost` resolve to loopback, as RFC 6761 asks and systemd-resolved does;
+glibc without nss-myhostname does not, so this client does it itself (the agents' own host
+names at the gateway are `{agent}.{namespace}.a2a.localhost`).
 """
 
 import asyncio
 import json
+import socket
 import ssl
 import sys
 import time
@@ -30,6 +35,19 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     TaskState,
 )
+
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_for_localhost(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and name.rstrip(".").endswith(".localhost"):
+        host = "127.0.0.1"
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback_for_localhost
 
 
 def tls(cert, key, ca):
