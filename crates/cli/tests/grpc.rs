@@ -417,3 +417,73 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
         "{lines:#?}"
     );
 }
+
+/// Under `warden up`, the gateway's SVID names every namespace's agent hosts
+/// (`*.{namespace}.{hostDomain}`), so a2a-sdk's gRPC client — which checks the host name, with
+/// no way to turn that off — accepts the gateway at an agent's host, and a refused caller gets
+/// the gRPC status naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
+    use common::up::{start, text, wait_ready, warden};
+    let test = "under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("mesh.yaml"),
+        "apiVersion: warden.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n\
+         spec: {trustDomain: warden.local, defaultMtlsMode: Strict}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: blue}\n---\n\
+         apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: desk, namespace: blue}\n\
+         spec: {description: built-in app}\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let gateway = free_addr();
+    let mut up = start(&state, &manifests, gateway);
+    wait_ready(&state, &mut up, 1, Duration::from_secs(60));
+    let svid = dir.path().join("rogue");
+    let out = warden(
+        &state,
+        &[
+            "ca",
+            "issue",
+            "--id",
+            ROGUE,
+            "--out",
+            svid.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let file = |f: &str| svid.join(f).display().to_string();
+    let script = warden_testkit::sdk::sources().join("python/grpc_client.py");
+    let target = format!("desk.blue.a2a.localhost:{}", gateway.port());
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["refused", &target])
+        .args([
+            file("svid.pem"),
+            file("svid_key.pem"),
+            file("svid_bundle.pem"),
+        ])
+        .output()
+        .expect("run the a2a-sdk gRPC client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let said = seen["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal under warden up: {said}");
+    // PERMISSION_DENIED comes from the gateway's policy: the TLS handshake, host name check
+    // included, succeeded (a failed one is UNAVAILABLE).
+    assert!(
+        said.contains("PERMISSION_DENIED") && said.contains(ROGUE) && said.contains("rule "),
+        "{said}"
+    );
+    let _ = warden(&state, &["down"]);
+}
