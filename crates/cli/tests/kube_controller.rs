@@ -451,6 +451,20 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
         condition(&api, "team-beta", "specialist", "MTLSReady", "message"),
         "mTLS requires SPIRE; either deploy SPIRE or set mtls.mode: Disabled"
     );
+    eventually(
+        "MeshConfig Accepted",
+        Duration::from_secs(10),
+        &controller.log,
+        || {
+            api.kubectl_ok(&[
+                "get",
+                "meshconfig",
+                "mesh",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Accepted")].status}"#,
+            ]) == "True"
+        },
+    );
     // No socket: the card is fetched over plain HTTP, and says so. MTLSReady does not block Ready.
     eventually(
         "card over http",

@@ -139,7 +139,7 @@ pub async fn run(
     let reconciler = reconcile::Reconciler::new(
         client.clone(),
         &config,
-        mesh.stores().agents.clone(),
+        mesh.stores(),
         stores,
         detector,
         metrics.clone(),
