@@ -520,6 +520,26 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
             ]) == "True"
         },
     );
+    // A malformed Agent (no webhook here to refuse it) is not accepted, naming its field;
+    // the others keep their status.
+    api.apply(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: broken, namespace: team-beta}\nspec:\n  allowedNamespaces:\n    from: Selector\n    selector: {matchExpressions: [{key: a, operator: Sometimes}]}\n",
+    );
+    eventually(
+        "broken Agent Invalid",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "broken", "Accepted", "reason") == "Invalid",
+    );
+    let message = condition(&api, "team-beta", "broken", "Accepted", "message");
+    assert!(
+        message.contains("spec.allowedNamespaces.selector.matchExpressions[0].operator"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Accepted", "status"),
+        "True"
+    );
     // No socket: the card is fetched over plain HTTP, and says so. MTLSReady does not block Ready.
     eventually(
         "card over http",

@@ -127,6 +127,9 @@ impl Reconciler {
     /// enough ago.
     async fn fetch_cards(&mut self, agents: &[CompiledAgent]) {
         let slices = self.stores.slices.state();
+        // Forget the cards of agents that are gone.
+        self.cards
+            .retain(|(ns, name), _| agents.iter().any(|a| &a.namespace == ns && &a.name == name));
         let mut due = Vec::new();
         for agent in agents {
             let id = (agent.namespace.clone(), agent.name.clone());
@@ -140,7 +143,6 @@ impl Reconciler {
                         agent.namespace
                     ),
                 };
-                self.cards.remove(&id);
                 self.cards.insert(id, no_endpoint(problem));
                 continue;
             };
