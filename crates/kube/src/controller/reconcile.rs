@@ -93,6 +93,7 @@ impl Reconciler {
             self.stores.slices.wait_until_ready(),
             self.stores.deployments.wait_until_ready(),
             self.stores.stateful_sets.wait_until_ready(),
+            self.detector.wait_until_ready(),
         );
     }
 
@@ -138,7 +139,7 @@ impl Reconciler {
                     reason: "NoEndpoints",
                     message: format!(
                         "no ready address in EndpointSlices labelled {}={} in namespace {}",
-                        card::SERVICE_NAME_LABEL,
+                        crate::endpoints::SERVICE_NAME_LABEL,
                         agent.name,
                         agent.namespace
                     ),
