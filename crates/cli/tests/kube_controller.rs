@@ -472,7 +472,35 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
     assert_nothing_forbidden(&controller.log);
+
+    // The kill switch: a leader with --enable-verified-fetch=false fetches over plain HTTP
+    // although it holds an SVID (which the Strict specialist's sidecar refuses).
     drop(controller);
+    let killed = start_controller(
+        &api,
+        "controller-b",
+        &[
+            "--workload-api",
+            &spire.endpoint(),
+            "--enable-verified-fetch=false",
+        ],
+    );
+    eventually(
+        "a plain-HTTP fetch",
+        Duration::from_secs(20),
+        &killed.log,
+        || {
+            condition(&api, "team-beta", "specialist", "CardDiscovered", "message")
+                .contains("GET http://")
+        },
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "CardDiscovered", "reason"),
+        "FetchFailed"
+    );
+    let log = std::fs::read_to_string(&killed.log).unwrap_or_default();
+    assert!(log.contains("--enable-verified-fetch=false"), "{log}");
+    assert_nothing_forbidden(&killed.log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
