@@ -205,19 +205,11 @@ fn rbac(opts: &InstallOptions, component: &str, out: &mut Vec<Value>) {
             ("Role", "rbac.authorization.k8s.io/v1"),
             &Role {
                 metadata: meta(component, Some(ns), component),
-                rules: Some(vec![
-                    rule(
-                        &["coordination.k8s.io"],
-                        &["leases"],
-                        &["get", "create", "update"],
-                    ),
-                    // The sidecars' snapshot (`crate::publish`): created once, then patched.
-                    rule(&[""], &["configmaps"], &["create"]),
-                    PolicyRule {
-                        resource_names: Some(vec![crate::publish::SNAPSHOT_CONFIGMAP.into()]),
-                        ..rule(&[""], &["configmaps"], &["get", "patch", "update"])
-                    },
-                ]),
+                rules: Some(vec![rule(
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["get", "create", "update"],
+                )]),
             },
         ));
         out.push(to_value(
@@ -232,42 +224,7 @@ fn rbac(opts: &InstallOptions, component: &str, out: &mut Vec<Value>) {
                 subjects: Some(vec![subject]),
             },
         ));
-        sidecar_snapshot_access(ns, out);
     }
-}
-
-/// Every ServiceAccount (the agents' sidecars, `warden sidecar --kubernetes`) may read the one
-/// ConfigMap the controller publishes the snapshot in, by name, and nothing else of the
-/// control namespace.
-fn sidecar_snapshot_access(ns: &str, out: &mut Vec<Value>) {
-    let name = "warden-sidecar-snapshot";
-    out.push(to_value(
-        ("Role", "rbac.authorization.k8s.io/v1"),
-        &Role {
-            metadata: meta(name, Some(ns), "warden-sidecar"),
-            rules: Some(vec![PolicyRule {
-                resource_names: Some(vec![crate::publish::SNAPSHOT_CONFIGMAP.into()]),
-                ..rule(&[""], &["configmaps"], &READ)
-            }]),
-        },
-    ));
-    out.push(to_value(
-        ("RoleBinding", "rbac.authorization.k8s.io/v1"),
-        &RoleBinding {
-            metadata: meta(name, Some(ns), "warden-sidecar"),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Role".into(),
-                name: name.into(),
-            },
-            subjects: Some(vec![Subject {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Group".into(),
-                name: "system:serviceaccounts".into(),
-                namespace: None,
-            }]),
-        },
-    ));
 }
 
 fn http_probe(path: &str, port: u16, https: bool) -> Probe {

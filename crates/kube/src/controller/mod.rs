@@ -136,11 +136,6 @@ pub async fn run(
         lease.clone(),
         leader_tx,
     )));
-    let publisher = Publisher {
-        client: client.clone(),
-        namespace: config.namespace.clone(),
-        task: None,
-    };
     let reconciler = reconcile::Reconciler::new(
         client.clone(),
         &config,
@@ -150,7 +145,7 @@ pub async fn run(
         metrics.clone(),
     );
     tokio::select! {
-        _ = passes(&mesh, reconciler, publisher, kick, leader_rx, &config, &metrics) => {}
+        _ = passes(&mesh, reconciler, kick, leader_rx, &config, &metrics) => {}
         _ = shutdown => tracing::info!("shutting down"),
     }
     for task in tasks {
@@ -161,46 +156,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Publishes the sidecars' snapshot ([`crate::publish::publish_loop`]) while this replica
-/// leads, so that exactly one writer owns the ConfigMap.
-struct Publisher {
-    client: kube::Client,
-    namespace: String,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Publisher {
-    fn follow(&mut self, leading: bool, states: &watch::Receiver<Arc<crate::watch::MeshState>>) {
-        match (leading, &self.task) {
-            (true, None) => {
-                self.task = Some(tokio::spawn(crate::publish::publish_loop(
-                    self.client.clone(),
-                    self.namespace.clone(),
-                    states.clone(),
-                )));
-            }
-            (false, Some(task)) => {
-                task.abort();
-                self.task = None;
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
 /// The loop of passes: after any change (debounced), and every `resync`.
 async fn passes(
     mesh: &MeshWatch,
     mut reconciler: reconcile::Reconciler,
-    mut publisher: Publisher,
     kick: Arc<Notify>,
     mut leader: watch::Receiver<bool>,
     config: &ControllerConfig,
@@ -214,7 +173,6 @@ async fn passes(
     loop {
         let leading = *leader.borrow_and_update();
         metrics.leader.set(i64::from(leading));
-        publisher.follow(leading, &states);
         if leading {
             // Not borrowed across the pass: a held borrow blocks the compile loop's send.
             let state = states.borrow_and_update().clone();
