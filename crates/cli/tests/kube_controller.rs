@@ -33,8 +33,9 @@ const UID_SPECIALIST: u32 = 42001;
 const UID_ORCHESTRATOR: u32 = 42002;
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The warden CRDs, from `warden install` (the rest of its output needs a kubelet).
-fn install_crds(api: &KubeApi) {
+/// From `warden install`: the CRDs, the namespace and the least-privilege RBAC (the
+/// Deployments need a kubelet; the webhook configurations would need a webhook).
+fn install(api: &KubeApi) {
     let out = Command::new(WARDEN)
         .args([
             "install",
@@ -51,12 +52,51 @@ fn install_crds(api: &KubeApi) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let crds: Vec<&str> = text
-        .split("\n---\n")
-        .filter(|doc| doc.contains("kind: CustomResourceDefinition"))
-        .collect();
+    let of_kinds = |kinds: &[&str]| -> Vec<&str> {
+        text.split("\n---\n")
+            .filter(|doc| {
+                doc.lines()
+                    .any(|l| kinds.iter().any(|k| l == format!("kind: {k}")))
+            })
+            .collect()
+    };
+    let crds = of_kinds(&["CustomResourceDefinition"]);
     assert_eq!(crds.len(), 2, "the two warden.dev CRDs");
     api.apply_crds(&crds.join("\n---\n"));
+    let rbac = of_kinds(&[
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]);
+    api.apply(&rbac.join("\n---\n"));
+}
+
+/// A kubeconfig with a token of the `warden-controller` ServiceAccount: the controller runs
+/// with exactly the RBAC `warden install` grants it.
+fn controller_kubeconfig(api: &KubeApi) -> std::path::PathBuf {
+    let path = api.dir().join("controller.kubeconfig");
+    if path.exists() {
+        return path;
+    }
+    let token = api.kubectl_ok(&[
+        "create",
+        "token",
+        "warden-controller",
+        "-n",
+        "warden-system",
+        "--duration=1h",
+    ]);
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: controller\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: controller}}\ncurrent-context: test\n",
+        url = api.url,
+        ca = api.ca().cert_path().display(),
+        token = token.trim(),
+    );
+    std::fs::write(&path, config).expect("write the controller's kubeconfig");
+    path
 }
 
 fn example(file: &str) -> String {
@@ -69,7 +109,6 @@ fn example(file: &str) -> String {
 fn apply_example(api: &KubeApi) {
     api.apply(&example("mesh.yaml"));
     api.apply(&example("agents.yaml"));
-    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: warden-system}\n");
 }
 
 /// The EndpointSlice for `agent`'s "pod" at `addr` (on loopback). The apiserver refuses
@@ -125,7 +164,7 @@ fn start_controller(api: &KubeApi, name: &str, extra: &[&str]) -> Controller {
     let mut command = Command::new(WARDEN);
     command
         .args(["controller", "--kubeconfig"])
-        .arg(api.kubeconfig())
+        .arg(controller_kubeconfig(api))
         .args(["--namespace", "warden-system", "--identity", name])
         .args(["--admin", &admin.to_string()])
         .args(extra)
@@ -137,6 +176,21 @@ fn start_controller(api: &KubeApi, name: &str, extra: &[&str]) -> Controller {
         admin,
         log,
     }
+}
+
+/// The installed RBAC sufficed: the controller was refused nothing.
+fn assert_nothing_forbidden(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let refused: Vec<&str> = text
+        .lines()
+        // The apiserver's refusal: `… is forbidden: User "system:serviceaccount:…" cannot …`.
+        .filter(|l| l.contains("is forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "refused by RBAC:\n{}",
+        refused.join("\n")
+    );
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -192,7 +246,7 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         return;
     };
     let _timer = TierTimer::new("kube controller (SPIRE)");
-    install_crds(&api);
+    install(&api);
     apply_example(&api);
     let app = warden_testkit::app::start().await;
     let (_specialist, specialist_inbound) =
@@ -417,14 +471,43 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    assert_nothing_forbidden(&controller.log);
+
+    // The kill switch: a leader with --enable-verified-fetch=false fetches over plain HTTP
+    // although it holds an SVID (which the Strict specialist's sidecar refuses).
     drop(controller);
+    let killed = start_controller(
+        &api,
+        "controller-b",
+        &[
+            "--workload-api",
+            &spire.endpoint(),
+            "--enable-verified-fetch=false",
+        ],
+    );
+    eventually(
+        "a plain-HTTP fetch",
+        Duration::from_secs(20),
+        &killed.log,
+        || {
+            condition(&api, "team-beta", "specialist", "CardDiscovered", "message")
+                .contains("GET http://")
+        },
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "CardDiscovered", "reason"),
+        "FetchFailed"
+    );
+    let log = std::fs::read_to_string(&killed.log).unwrap_or_default();
+    assert!(log.contains("--enable-verified-fetch=false"), "{log}");
+    assert_nothing_forbidden(&killed.log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
     let Some(api) = KubeApi::start() else { return };
     let _timer = TierTimer::new("kube controller (no SPIRE)");
-    install_crds(&api);
+    install(&api);
     apply_example(&api);
     let app = warden_testkit::app::start().await;
     endpoint_slice(&api, "team-beta", "specialist", app.addr);
@@ -450,6 +533,40 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
     assert_eq!(
         condition(&api, "team-beta", "specialist", "MTLSReady", "message"),
         "mTLS requires SPIRE; either deploy SPIRE or set mtls.mode: Disabled"
+    );
+    eventually(
+        "MeshConfig Accepted",
+        Duration::from_secs(10),
+        &controller.log,
+        || {
+            api.kubectl_ok(&[
+                "get",
+                "meshconfig",
+                "mesh",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Accepted")].status}"#,
+            ]) == "True"
+        },
+    );
+    // A malformed Agent (no webhook here to refuse it) is not accepted, naming its field;
+    // the others keep their status.
+    api.apply(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: broken, namespace: team-beta}\nspec:\n  allowedNamespaces:\n    from: Selector\n    selector: {matchExpressions: [{key: a, operator: Sometimes}]}\n",
+    );
+    eventually(
+        "broken Agent Invalid",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "broken", "Accepted", "reason") == "Invalid",
+    );
+    let message = condition(&api, "team-beta", "broken", "Accepted", "message");
+    assert!(
+        message.contains("spec.allowedNamespaces.selector.matchExpressions[0].operator"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Accepted", "status"),
+        "True"
     );
     // No socket: the card is fetched over plain HTTP, and says so. MTLSReady does not block Ready.
     eventually(
@@ -521,6 +638,7 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(holder, "controller-a");
+    assert_nothing_forbidden(&controller.log);
     let leader_log = std::fs::read_to_string(&controller.log).unwrap();
     for flag in [
         "--require-a2a-signature",
@@ -564,5 +682,6 @@ async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
     );
     let (_, metrics) = http_get(standby.admin, "/metrics");
     assert!(metrics.contains("warden_controller_leader 1"), "{metrics}");
+    assert_nothing_forbidden(&standby.log);
     drop(standby);
 }

@@ -96,9 +96,10 @@ pub enum WardenObject {
 }
 
 /// Where objects read from the apiserver "come from" in messages.
-const CLUSTER: &str = "cluster";
+pub const CLUSTER: &str = "cluster";
 
-fn cluster_origin(object: String) -> Origin {
+/// The origin of an object read from the apiserver: `object` is its `Kind ns/name`.
+pub fn cluster_origin(object: String) -> Origin {
     Origin {
         file: PathBuf::from(CLUSTER),
         document: 1,

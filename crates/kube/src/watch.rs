@@ -19,7 +19,6 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +31,10 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use warden_model::loader::{Origin, Sourced};
+use warden_model::loader::Sourced;
 use warden_model::{Agent, Manifests, MeshConfig, MeshSnapshot, ModelError, compile};
 
-/// The "file" that objects read from the apiserver come from, in error origins.
-pub const CLUSTER_ORIGIN: &str = "cluster";
+use crate::validate::cluster_origin;
 
 /// How the watch behaves.
 #[derive(Debug, Clone)]
@@ -274,14 +272,6 @@ async fn compile_loop(
         }
         changed.notified().await;
         tokio::time::sleep(options.debounce).await;
-    }
-}
-
-fn cluster_origin(object: String) -> Origin {
-    Origin {
-        file: PathBuf::from(CLUSTER_ORIGIN),
-        document: 1,
-        object: Some(object),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Fetching an agent's card the way a peer would, and proving who served it.
 //!
-//! Where: the agent's EndpointSlices, the ones labelled `kubernetes.io/service-name` with the
-//! Agent's name (the Service named like the Agent, as kagent and kagenti make it), first
-//! ready address (an IP, or a name for `addressType: FQDN`, resolved when connecting), on the
-//! slice's port equal to the Agent's `spec.port` (else the slice's first port). EndpointSlices rather than the Service's ClusterIP: a slice change is a pod
-//! change, which is when a card must be fetched again, and the controller needs no kube-proxy.
+//! Where: the agent's first ready address by [`crate::endpoints`]' convention, the one the
+//! gateway routes by (EndpointSlices labelled `kubernetes.io/service-name: <agent>`, the port
+//! named `a2a` or the slice's only port, else `spec.port`). A name in an `FQDN` slice that is
+//! `localhost` or ends in `.localhost` is loopback (RFC 6761), resolved here since glibc's
+//! `files` resolver knows only /etc/hosts. EndpointSlices rather than the Service's ClusterIP:
+//! a slice change is a pod change, which is when a card must be fetched again, and the
+//! controller needs no kube-proxy.
 //!
 //! How: over mTLS with the controller's own SVID from the Workload API, through the data
 //! plane's pooled client ([`Upstreams`] with [`Via::Mesh`]), whose verifier completes the
@@ -14,7 +16,6 @@
 //! HTTP, recorded as `transportSecurity: http` with no attested ID. Bounded by a timeout and a
 //! size cap.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +27,13 @@ use sha2::{Digest, Sha256};
 use warden_identity::{IdentityCell, SvidSource};
 use warden_model::resources::{CardStatus, TransportSecurity};
 use warden_model::{CompiledAgent, MtlsMode};
+use warden_proxy::endpoints::Endpoint;
 use warden_proxy::forward::{Upstreams, Via};
+
+use crate::endpoints::{SERVICE_NAME_LABEL, endpoint_map};
 
 use super::status::{CardOutcome, CardProblem, FetchedCard};
 
-/// The label EndpointSlices carry with their Service's name.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// How long a card fetch may take, handshake included.
 pub const CARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest card read (A2A cards are a few KiB).
@@ -48,8 +50,8 @@ pub struct CardTarget {
     pub fingerprint: String,
 }
 
-/// The agent's endpoint from its EndpointSlices (`slices` are those of its namespace);
-/// `None` when no ready address exists.
+/// The agent's endpoint from its EndpointSlices (`slices` may hold any); `None` when no
+/// ready address exists.
 pub fn target(slices: &[Arc<EndpointSlice>], agent: &CompiledAgent) -> Option<CardTarget> {
     let mut mine: Vec<&EndpointSlice> = slices
         .iter()
@@ -71,46 +73,21 @@ pub fn target(slices: &[Arc<EndpointSlice>], agent: &CompiledAgent) -> Option<Ca
         })
         .collect::<Vec<_>>()
         .join(",");
-    let endpoint = mine
-        .iter()
-        .find_map(|slice| endpoint_of(slice, agent.port))?;
+    let map = endpoint_map(mine.iter().copied());
+    let first = map.get(&agent.key())?.first()?;
+    let endpoint = if is_localhost(&first.host) {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: first.port,
+        }
+        .authority(agent.port)
+    } else {
+        first.authority(agent.port)
+    };
     Some(CardTarget {
         endpoint,
         fingerprint,
     })
-}
-
-fn endpoint_of(slice: &EndpointSlice, agent_port: u16) -> Option<String> {
-    let ports: Vec<u16> = slice
-        .ports
-        .iter()
-        .flatten()
-        .filter_map(|p| p.port.and_then(|n| u16::try_from(n).ok()))
-        .collect();
-    let port = ports
-        .iter()
-        .copied()
-        .find(|p| *p == agent_port)
-        .or_else(|| ports.first().copied())
-        .unwrap_or(agent_port);
-    let ready = |e: &&k8s_openapi::api::discovery::v1::Endpoint| {
-        e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
-    };
-    slice
-        .endpoints
-        .iter()
-        .flatten()
-        .filter(ready)
-        .flat_map(|e| e.addresses.iter())
-        .find_map(
-            |a| match (slice.address_type.as_str(), a.parse::<IpAddr>()) {
-                (_, Ok(IpAddr::V6(ip))) => Some(format!("[{ip}]:{port}")),
-                (_, Ok(IpAddr::V4(ip))) => Some(format!("{ip}:{port}")),
-                ("FQDN", Err(_)) if is_localhost(a) => Some(format!("127.0.0.1:{port}")),
-                ("FQDN", Err(_)) if !a.is_empty() => Some(format!("{a}:{port}")),
-                _ => None,
-            },
-        )
 }
 
 /// RFC 6761 §6.3: `localhost` and `*.localhost` are loopback, whatever the resolver says
@@ -293,7 +270,15 @@ mod tests {
         let mut ready_fqdn = fqdn.clone();
         ready_fqdn.endpoints.as_mut().unwrap()[0].conditions = None;
         let found = target(&[Arc::new(ready_fqdn), Arc::new(slice)], agent).unwrap();
-        assert_eq!(found.endpoint, "pod-a.example:9000", "slices in name order");
+        assert_eq!(
+            found.endpoint, "10.0.0.2:9000",
+            "the first address in order"
+        );
+        let mut local = fqdn.clone();
+        local.endpoints.as_mut().unwrap()[0].conditions = None;
+        local.endpoints.as_mut().unwrap()[0].addresses = vec!["pod.localhost".into()];
+        let found = target(&[Arc::new(local)], agent).unwrap();
+        assert_eq!(found.endpoint, "127.0.0.1:9000");
         assert!(is_localhost("pod.LOCALHOST.") && !is_localhost("localhost.example"));
     }
 }

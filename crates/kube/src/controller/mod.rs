@@ -139,13 +139,13 @@ pub async fn run(
     let reconciler = reconcile::Reconciler::new(
         client.clone(),
         &config,
-        mesh.stores().agents.clone(),
+        mesh.stores(),
         stores,
         detector,
         metrics.clone(),
     );
     tokio::select! {
-        _ = passes(&mesh, csi, reconciler, kick, leader_rx, &config, &metrics) => {}
+        _ = passes(&mesh, reconciler, kick, leader_rx, &config, &metrics) => {}
         _ = shutdown => tracing::info!("shutting down"),
     }
     for task in tasks {
@@ -159,7 +159,6 @@ pub async fn run(
 /// The loop of passes: after any change (debounced), and every `resync`.
 async fn passes(
     mesh: &MeshWatch,
-    csi: kube::runtime::reflector::Store<CSIDriver>,
     mut reconciler: reconcile::Reconciler,
     kick: Arc<Notify>,
     mut leader: watch::Receiver<bool>,
@@ -168,7 +167,6 @@ async fn passes(
 ) {
     mesh.synced().await;
     reconciler.wait_until_ready().await;
-    let _ = csi.wait_until_ready().await;
     metrics.synced.store(true, Ordering::Relaxed);
     tracing::info!("caches synced");
     let mut states = mesh.subscribe();

@@ -11,8 +11,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
+use warden_model::resources::MeshConfigStatus;
 use warden_model::resources::{AgentStatus, TargetRef, WorkloadKind};
-use warden_model::{Agent, CompiledAgent};
+use warden_model::{Agent, CompiledAgent, MeshConfig};
 
 use super::admin::{ControllerMetrics, FetchLabels, WriteLabels};
 use super::card::{self, CardFetcher, CardTarget, Transport};
@@ -45,6 +46,8 @@ pub(super) struct Reconciler {
     client: kube::Client,
     agents: ApiResource,
     agent_objects: Store<DynamicObject>,
+    mesh_configs: Store<DynamicObject>,
+    mesh_config_resource: ApiResource,
     recorder: Recorder,
     stores: ClusterStores,
     detector: Arc<SpireDetector>,
@@ -59,7 +62,7 @@ impl Reconciler {
     pub(super) fn new(
         client: kube::Client,
         config: &ControllerConfig,
-        agent_objects: Store<DynamicObject>,
+        mesh: &crate::watch::MeshStores,
         stores: ClusterStores,
         detector: Arc<SpireDetector>,
         metrics: Arc<ControllerMetrics>,
@@ -72,7 +75,9 @@ impl Reconciler {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             agents: ApiResource::erase::<Agent>(&()),
-            agent_objects,
+            agent_objects: mesh.agents.clone(),
+            mesh_configs: mesh.mesh_configs.clone(),
+            mesh_config_resource: ApiResource::erase::<MeshConfig>(&()),
             stores,
             fetcher: CardFetcher::new(detector.identity(), config.verified_fetch),
             detector,
@@ -88,6 +93,7 @@ impl Reconciler {
             self.stores.slices.wait_until_ready(),
             self.stores.deployments.wait_until_ready(),
             self.stores.stateful_sets.wait_until_ready(),
+            self.detector.wait_until_ready(),
         );
     }
 
@@ -109,6 +115,9 @@ impl Reconciler {
         for object in self.agent_objects.state() {
             self.reconcile_agent(&object, state, &spire).await;
         }
+        for object in self.mesh_configs.state() {
+            self.reconcile_mesh_config(&object, state).await;
+        }
         self.metrics.reconciles.inc();
         self.metrics
             .reconcile_seconds
@@ -119,6 +128,9 @@ impl Reconciler {
     /// enough ago.
     async fn fetch_cards(&mut self, agents: &[CompiledAgent]) {
         let slices = self.stores.slices.state();
+        // Forget the cards of agents that are gone.
+        self.cards
+            .retain(|(ns, name), _| agents.iter().any(|a| &a.namespace == ns && &a.name == name));
         let mut due = Vec::new();
         for agent in agents {
             let id = (agent.namespace.clone(), agent.name.clone());
@@ -127,12 +139,11 @@ impl Reconciler {
                     reason: "NoEndpoints",
                     message: format!(
                         "no ready address in EndpointSlices labelled {}={} in namespace {}",
-                        card::SERVICE_NAME_LABEL,
+                        crate::endpoints::SERVICE_NAME_LABEL,
                         agent.name,
                         agent.namespace
                     ),
                 };
-                self.cards.remove(&id);
                 self.cards.insert(id, no_endpoint(problem));
                 continue;
             };
@@ -218,6 +229,38 @@ impl Reconciler {
         }
         if let Model::Compiled(agent) = model {
             self.roll(object, agent).await;
+        }
+    }
+
+    /// `Accepted` on a MeshConfig: whether the mesh-wide settings compile.
+    async fn reconcile_mesh_config(&self, object: &DynamicObject, state: &MeshState) {
+        let name = object.name_any();
+        let errors: Vec<String> = state
+            .errors_for(&format!("MeshConfig {name}"))
+            .map(located)
+            .collect();
+        let current: Option<MeshConfigStatus> = object
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        let desired = super::status::mesh_config_status(
+            current.as_ref(),
+            &errors.join("; "),
+            object.metadata.generation,
+            &card::now(),
+        );
+        if current.as_ref() == Some(&desired) {
+            return;
+        }
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &self.mesh_config_resource);
+        let patch = json!({"status": desired});
+        let result = api
+            .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
+            .await;
+        self.count_write("status", result.is_ok());
+        if let Err(e) = result {
+            tracing::warn!(meshconfig = %name, error = %e, "cannot write the MeshConfig's status");
         }
     }
 

@@ -71,6 +71,11 @@ impl SpireDetector {
         }
     }
 
+    /// Waits until the CSIDriver cache has listed once.
+    pub async fn wait_until_ready(&self) {
+        let _ = self.csi_drivers.wait_until_ready().await;
+    }
+
     /// The controller's SVID source, once the Workload API has answered.
     pub fn identity(&self) -> Option<Arc<dyn SvidSource>> {
         self.source

@@ -7,7 +7,7 @@
 //! Agent's `metadata.generation` as `observedGeneration`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use warden_model::resources::{AgentStatus, CardStatus};
+use warden_model::resources::{AgentStatus, CardStatus, MeshConfigStatus};
 use warden_model::{CompiledAgent, MtlsMode};
 
 /// The `MTLSReady` message when SPIRE is missing (kagenti's wording, which users search for).
@@ -106,6 +106,25 @@ pub fn desired_status(current: Option<&AgentStatus>, facts: &AgentFacts<'_>) -> 
         mtls_mode: mode,
         conditions,
         card,
+    }
+}
+
+/// A MeshConfig's status: `Accepted` True when it compiles, else False `Invalid` with the
+/// located errors about it (`errors`, empty when none).
+pub fn mesh_config_status(
+    current: Option<&MeshConfigStatus>,
+    errors: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> MeshConfigStatus {
+    let want = if errors.is_empty() {
+        Want::new(ACCEPTED, true, "Accepted", "the mesh-wide settings compile")
+    } else {
+        Want::new(ACCEPTED, false, "Invalid", errors)
+    };
+    let old = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    MeshConfigStatus {
+        conditions: vec![want.into_condition(old, generation, now)],
     }
 }
 
@@ -362,6 +381,22 @@ mod tests {
         );
         assert_eq!(condition(&flipped, MTLS_READY).last_transition_time, t2);
         assert_eq!(condition(&flipped, ACCEPTED).last_transition_time, t1);
+    }
+
+    #[test]
+    fn a_mesh_config_is_accepted_unless_it_has_errors() {
+        let ok = mesh_config_status(None, "", Some(1), &time(10));
+        assert_eq!(ok.conditions[0].status, "True");
+        let bad = mesh_config_status(Some(&ok), "spec.trustDomain: invalid", Some(2), &time(20));
+        assert_eq!(
+            (
+                bad.conditions[0].status.as_str(),
+                bad.conditions[0].reason.as_str()
+            ),
+            ("False", "Invalid")
+        );
+        assert_eq!(bad.conditions[0].last_transition_time, time(20));
+        assert_eq!(mesh_config_status(Some(&ok), "", Some(1), &time(30)), ok);
     }
 
     fn spire_false() -> SpireStatus {
