@@ -2,6 +2,8 @@
 //! library crates; see `docs/ARCHITECTURE.md` for how the pieces fit.
 
 mod ca;
+mod cluster;
+mod controller;
 mod gateway;
 mod kubernetes;
 mod policy;
@@ -101,6 +103,9 @@ enum Command {
     /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
     /// outside it with --kubeconfig and `warden install --webhook-url`).
     Webhook(Box<kubernetes::WebhookArgs>),
+    /// Keep every Agent's status (Accepted, MTLSReady, CardDiscovered, Ready, the card fetched
+    /// over mTLS) and its workload's mode annotation in line with the compiled mesh.
+    Controller(Box<controller::ControllerArgs>),
     /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
     /// apply`): exit 0 when every object would be admitted, 1 otherwise.
     Admission(kubernetes::AdmissionArgs),
@@ -126,6 +131,10 @@ struct EchoArgs {
     /// http://127.0.0.1:15001/api/a2a/team-beta/specialist/) and include its reply.
     #[arg(long)]
     delegate_to: Option<String>,
+    /// Serve only connections opened by this OS user (repeatable; found in /proc/net/tcp{,6}),
+    /// so that no other local user reaches the app around its sidecar.
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -186,12 +195,20 @@ fn main() -> ExitCode {
             Command::Install(args) => kubernetes::install(*args),
             Command::Uninstall(args) => kubernetes::uninstall(args),
             Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Controller(args) => controller::run(*args).await,
             Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {
                     listen: args.listen,
                     name: args.name,
                     delegate_to: args.delegate_to,
+                    admit: (!args.allow_uid.is_empty()).then(|| {
+                        let uids = args.allow_uid;
+                        warden_a2a::echo::Admit(std::sync::Arc::new(move |local, remote| {
+                            warden_proxy::peer_uid::client_uid(local, remote)
+                                .is_some_and(|uid| uids.contains(&uid))
+                        }))
+                    }),
                 };
                 warden_a2a::echo::run(config, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

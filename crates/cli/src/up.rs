@@ -26,6 +26,10 @@ pub(crate) struct UpArgs {
     /// each client used].
     #[arg(long)]
     public_url: Option<String>,
+    /// The `spire-server` program, for a MeshConfig with `identity.provider: Spire` (entries
+    /// are made on its `serverSocket`).
+    #[arg(long, default_value = "spire-server")]
+    spire_server: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -41,12 +45,18 @@ pub(crate) struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
     /// The manifests the mesh runs (informational: the running mesh's state is checked).
     path: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
+    #[command(flatten)]
+    cluster_verify: crate::cluster::ClusterVerifyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +94,7 @@ fn up_config(
         warden: std::env::current_exe()?,
         verify: verify && !args.no_verify,
         json_logs,
+        spire_server: args.spire_server,
     })
 }
 
@@ -146,6 +157,9 @@ pub(crate) fn check(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> 
 const NOT_RUNNING: u8 = 3;
 
 pub(crate) async fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.cluster.kubeconfig.is_some() {
+        return crate::cluster::status(&args.cluster, matches!(args.output, Format::Json)).await;
+    }
     let mut status = match MeshStatus::load(state_dir) {
         Ok(s) => s,
         Err(e @ StatusError::NotRunning(_)) => {
@@ -165,7 +179,10 @@ pub(crate) async fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn verify(_args: VerifyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) async fn verify(args: VerifyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.cluster.kubeconfig.is_some() {
+        return crate::cluster::verify(&args.cluster, &args.cluster_verify).await;
+    }
     if warden_local::lock::holder(state_dir).is_none() {
         eprintln!(
             "{}",

@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use warden_testkit::openssl::run as openssl;
 use warden_testkit::process::{Running, free_addr, log_tail, spawn_logged, wait_listening};
 
 /// How long the agent holds a streamed task open between its `working` event and the end.
@@ -26,9 +25,7 @@ fn warden_ca(args: &[&str]) {
     );
 }
 
-/// A Warden CA for warden.local, SVIDs issued by it, and the gateway's certificate signed by
-/// it with openssl: its SPIFFE ID plus the DNS name of the agents' hosts, which a gRPC client
-/// (grpcio checks the host name, with no way to turn that off) verifies.
+/// A Warden CA for warden.local and SVIDs issued by it (`warden ca issue`).
 struct Identities {
     dir: tempfile::TempDir,
 }
@@ -67,60 +64,21 @@ impl Identities {
         self.svid(name).join(file).display().to_string()
     }
 
+    /// The gateway's SVID, with the agents' host names beside its SPIFFE ID (`--dns`): gRPC
+    /// clients (grpcio) always check the host name, with no way to turn that off.
     fn gateway_svid(&self, ca: &Path) {
-        let dir = self.svid("gateway");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("ext.cnf"),
-            format!(
-                "[v3]\nsubjectAltName=URI:{GATEWAY},DNS:*.team-beta.a2a.localhost\n\
-                 keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n\
-                 extendedKeyUsage=serverAuth,clientAuth\n"
-            ),
-        )
-        .unwrap();
-        let (ca_cert, ca_key) = (ca.join("ca.pem"), ca.join("ca_key.pem"));
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "svid_key.pem",
-                "-out",
-                "svid.csr",
-                "-subj",
-                "/O=Warden",
-            ],
-        );
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "svid.csr",
-                "-CA",
-                ca_cert.to_str().unwrap(),
-                "-CAkey",
-                ca_key.to_str().unwrap(),
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-                "-extensions",
-                "v3",
-                "-out",
-                "svid.pem",
-            ],
-        );
-        std::fs::copy(ca_cert, dir.join("svid_bundle.pem")).unwrap();
+        let out = self.svid("gateway");
+        warden_ca(&[
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--id",
+            GATEWAY,
+            "--dns",
+            "*.team-beta.a2a.localhost",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
     }
 }
 
@@ -159,6 +117,7 @@ struct Mesh {
     gateway: std::net::SocketAddr,
     audit: PathBuf,
     python: PathBuf,
+    egress: Option<Sidecar>,
 }
 
 impl Mesh {
@@ -209,6 +168,7 @@ impl Mesh {
             gateway,
             audit,
             python,
+            egress: None,
         }
     }
 
@@ -246,28 +206,36 @@ impl Mesh {
             .collect()
     }
 
+    /// The orchestrator's sidecar with an egress port toward the gateway; its address.
+    fn start_egress(&mut self) -> std::net::SocketAddr {
+        let egress = free_addr();
+        let gateway_url = format!("https://{}", self.gateway);
+        let sidecar = start_sidecar(
+            &self.ids.svid("orchestrator"),
+            free_addr(),
+            &[
+                "--egress",
+                &egress.to_string(),
+                "--gateway-url",
+                &gateway_url,
+                "--gateway-id",
+                GATEWAY,
+            ],
+        );
+        wait_listening(egress, Duration::from_secs(10));
+        self.egress = Some(sidecar);
+        egress
+    }
+
     /// The gRPC target of `agent` at the gateway: its host name, which the gateway routes by.
     fn grpc_target(&self, agent: &str) -> String {
         format!("{agent}.team-beta.a2a.localhost:{}", self.gateway.port())
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
-    let test = "a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar";
-    let Some(python) = warden_testkit::sdk::python(test) else {
-        return;
-    };
-    let mesh = Mesh::start(python);
-    let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
-    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
-    eprintln!("a2a-sdk gRPC client saw: {seen}");
-
-    // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
-    assert_eq!(
-        seen["card_grpc_urls"],
-        serde_json::json!([mesh.grpc_target("specialist")])
-    );
+/// What a client that followed the card (send, stream, get, subscribe, cancel) must have seen.
+fn assert_followed(seen: &serde_json::Value, grpc_url: &str) {
+    assert_eq!(seen["card_grpc_urls"], serde_json::json!([grpc_url]));
     assert_eq!(seen["send"]["state"], "TASK_STATE_COMPLETED");
     assert_eq!(seen["send"]["artifact"], "echo: hello");
     assert_eq!(seen["get"]["id_matches"], true);
@@ -299,6 +267,32 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
             .as_array()
             .is_some_and(|events| events.iter().any(|e| e == "status_update")),
         "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
+    let test = "a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let mut mesh = Mesh::start(python);
+    let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
+    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
+    eprintln!("a2a-sdk gRPC client saw: {seen}");
+    // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
+    assert_followed(&seen, &mesh.grpc_target("specialist"));
+
+    // Through the orchestrator's egress (plaintext h2c from the app): the card fetched there
+    // points at the agent's host at the egress's port (`*.a2a.localhost` is loopback), and the
+    // egress takes the call to the gateway over mTLS as the orchestrator.
+    let egress = mesh.start_egress();
+    let base = format!("http://{egress}/api/a2a/team-beta/specialist");
+    let seen = mesh.client("follow", &base, Caller::Plaintext);
+    eprintln!("a2a-sdk gRPC client through its egress saw: {seen}");
+    assert_followed(
+        &seen,
+        &format!("specialist.team-beta.a2a.localhost:{}", egress.port()),
     );
 
     // Refusals are gRPC statuses naming who was refused and the rule.
@@ -401,9 +395,13 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
         "SubscribeToTask",
         "CancelTask",
     ] {
+        // Once direct, once through the egress: the caller is the orchestrator both times.
+        let ok = lines.iter().filter(|l| {
+            l["caller"] == ORCHESTRATOR && l["method"] == method && l["grpc_status"] == 0
+        });
         assert!(
-            find(ORCHESTRATOR, method, 0),
-            "{method} not audited as OK: {lines:#?}"
+            ok.count() >= 2,
+            "{method} not audited as OK twice: {lines:#?}"
         );
     }
     assert!(

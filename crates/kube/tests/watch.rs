@@ -13,19 +13,12 @@ use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
 
 /// Applies the CRDs and waits until the apiserver serves them.
-pub fn install_crds(api: &KubeApi) {
+fn install_crds(api: &KubeApi) {
     let yaml: Vec<String> = warden_kube::crd::crds()
         .iter()
         .map(|crd| serde_yaml_ng::to_string(crd).expect("CRD as YAML"))
         .collect();
-    api.apply(&yaml.join("---\n"));
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agents.warden.dev",
-        "crd/meshconfigs.warden.dev",
-    ]);
+    api.apply_crds(&yaml.join("---\n"));
 }
 
 fn example(file: &str) -> String {

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,11 @@ pub enum Sink {
 impl Sink {
     /// Opens (appends to) an audit file.
     pub fn file(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         let size = file.metadata()?.len();
         Ok(Sink::File {
             path,
@@ -116,7 +121,12 @@ impl Sink {
                 let Ok(mut guard) = file.lock() else { return };
                 if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
                     rotate(path, *max_files);
-                    if let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path) {
+                    if let Ok(fresh) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(path)
+                    {
                         *guard = (fresh, 0);
                     }
                 }
@@ -366,6 +376,31 @@ mod tests {
             .collect();
         assert_eq!(lines.last(), Some(&99));
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_calls_grpc_status_is_read_from_its_trailers() {
+        use http_body_util::{BodyExt, StreamBody};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit {
+            sink: Sink::file(path.clone(), u64::MAX, 1).unwrap(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        });
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        let audited = AuditedBody::new(body, record(1), audit, Instant::now());
+        let collected = audited.collect().await.expect("the body");
+        assert!(collected.trailers().is_some(), "trailers reach the client");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(line["grpc_status"], 5);
+        assert_eq!(line["bytes_out"], 5);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`server`]: listeners, the connection limit, the mode sniff, the TLS handshake, HTTP
 //!   serving, drain, the file watcher;
 //! - [`conn`]: open connections' activity, for the idle timeouts and shedding;
+//! - [`peer_uid`]: which OS user opened a loopback connection (`--egress-allow-uid`);
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
@@ -17,6 +18,8 @@
 //! - [`authn`] (JWT-SVID and OIDC tokens) and [`authz`] (callers, allow lists): the rules the
 //!   authenticate and authorize steps apply;
 //! - [`http`]: identity/hop-by-hop header handling, XFCC, denial responses;
+//! - [`endpoints`]: where each agent's sidecars listen (flags or EndpointSlices), for the
+//!   gateway;
 //! - [`forward`]: pooled plaintext and mTLS upstream clients, body limits;
 //! - [`audit`]: the audit log's records, file and rotation;
 //! - [`metrics`]: `warden_*` Prometheus metrics;
@@ -29,12 +32,14 @@ pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod conn;
+pub mod endpoints;
 pub mod error;
 pub mod forward;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod peer_uid;
 pub mod pipeline;
 pub mod server;
 pub mod sidecar;

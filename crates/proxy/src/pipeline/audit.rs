@@ -221,6 +221,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_grpc_callers_refusal_is_a_grpc_status_and_audited_as_the_refusal_it_was() {
+        use crate::pipeline::test_support::with_headers;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, path) = gateway_log(dir.path());
+        let step = Audit::new(
+            Recorder::Gateway(log),
+            Answer::refuse("unknown_target", 404),
+        );
+        let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+        let call = with_headers("POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, policy());
+        let response = step.serve(call).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "gRPC statuses travel in an HTTP 200"
+        );
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "5");
+        let recorded = lines(&path);
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0]["status"], 404);
+        assert_eq!(recorded[0]["grpc_status"], 5);
+        // The same refusal of a plain HTTP request stays as it was, with no gRPC status.
+        let plain = step.serve(exchange("POST", "/x", policy())).await;
+        assert_eq!(plain.status(), 404);
+        assert!(lines(&path)[1].get("grpc_status").is_none());
+    }
+
+    #[tokio::test]
     async fn the_sidecar_counts_requests_by_direction_and_rule() {
         let metrics = Arc::new(Metrics::default());
         let step = Audit::new(

@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Empty};
 use warden_model::CompiledAgent;
 
 use super::Exchange;
+use crate::endpoints::Endpoints;
 use crate::forward::{Upstreams, Via};
 use crate::http::{ProxyBody, full, json_error};
 
@@ -73,7 +74,7 @@ impl Cards {
     pub async fn serve(
         &self,
         upstreams: &Upstreams,
-        endpoints: &HashMap<String, String>,
+        endpoints: &Endpoints,
         ex: &Exchange,
     ) -> Response<ProxyBody> {
         let (Some(target), Some(snapshot)) = (&ex.target, &ex.policy.snapshot) else {
@@ -94,14 +95,14 @@ impl Cards {
         let mut card = match &agent.card {
             Some(card) => card.clone(),
             None => {
-                let Some(endpoint) = endpoints.get(&key) else {
+                let Some(endpoint) = endpoints.pick(&key, agent.port) else {
                     return json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no_endpoint",
                         "no endpoint is configured for this agent",
                     );
                 };
-                match self.fetch(upstreams, &key, endpoint, agent).await {
+                match self.fetch(upstreams, &key, &endpoint, agent).await {
                     Ok(card) => card,
                     Err(response) => return response,
                 }

@@ -4,6 +4,7 @@
 //! a body a step had to read goes on as read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -13,6 +14,7 @@ use warden_model::MtlsMode;
 
 use super::card::Cards;
 use super::{Exchange, Handler, Phase, Policy, RequestBody};
+use crate::endpoints::Endpoints;
 use crate::forward::{Upstreams, Via};
 use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 
@@ -20,8 +22,9 @@ use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 pub enum Destination {
     /// The gateway: the target agent's sidecar, by `--endpoint`.
     Gateway {
-        /// `namespace/name` → `host:port` of the agent's sidecar.
-        endpoints: HashMap<String, String>,
+        /// `namespace/name` → the addresses of the agent's sidecars (swapped live in a
+        /// cluster).
+        endpoints: Arc<Endpoints>,
         /// Agent cards, served here with gateway URLs.
         cards: Cards,
     },
@@ -80,11 +83,7 @@ impl Handler for Forward {
 
 type Aimed<'a> = Result<Via<'a>, Box<Response<ProxyBody>>>;
 
-fn to_sidecar<'p>(
-    ex: &mut Exchange,
-    endpoints: &HashMap<String, String>,
-    policy: &'p Policy,
-) -> Aimed<'p> {
+fn to_sidecar<'p>(ex: &mut Exchange, endpoints: &Endpoints, policy: &'p Policy) -> Aimed<'p> {
     let Some(target) = &ex.target else {
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -93,13 +92,12 @@ fn to_sidecar<'p>(
         )));
     };
     let key = target.key();
-    let (Some(endpoint), Some(agent)) = (
-        endpoints.get(&key),
-        policy
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.agent(&target.namespace, &target.name)),
-    ) else {
+    let agent = policy
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.agent(&target.namespace, &target.name));
+    let (Some(agent), Some(endpoint)) = (agent, agent.and_then(|a| endpoints.pick(&key, a.port)))
+    else {
         let message = format!("no endpoint is configured for {key}");
         return Err(Box::new(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,7 +114,7 @@ fn to_sidecar<'p>(
     ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
         .parse()
         .map_err(|_| bad_target())?;
-    if let Ok(host) = HeaderValue::from_str(endpoint) {
+    if let Ok(host) = HeaderValue::from_str(&endpoint) {
         ex.parts.headers.insert(http::header::HOST, host);
     }
     set_version(&mut ex.parts);
@@ -141,7 +139,7 @@ fn to_app(ex: &mut Exchange, app: &http::uri::Authority) -> Aimed<'static> {
 
 fn to_egress<'a>(
     ex: &mut Exchange,
-    gateway_url: Option<&Uri>,
+    gateway_url: Option<&'a Uri>,
     mesh_peers: &'a HashMap<String, SpiffeId>,
     policy: &'a Policy,
 ) -> Aimed<'a> {
@@ -149,6 +147,14 @@ fn to_egress<'a>(
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     let egress_url = egress_url(parts, &uri);
     let (authority, expected) = match uri.authority.take() {
+        // An agent's host name (a gRPC client following a card fetched through this egress
+        // calls `{agent}.{ns}.{domain}:{egress port}`): to the gateway, which routes by it.
+        Some(authority) if !mesh_peers.contains_key(authority.as_str()) => {
+            if let Some(via) = agent_host_via(&authority, gateway_url, policy) {
+                return aim_agent_host(parts, uri, authority, egress_url, via);
+            }
+            (authority, None)
+        }
         // absolute-form: proxy to the named host.
         Some(authority) => {
             let expected = mesh_peers.get(authority.as_str());
@@ -180,6 +186,45 @@ fn to_egress<'a>(
         parts.headers.insert(EGRESS_URL_HEADER, url);
     }
     aim(parts, uri, scheme, authority)?;
+    Ok(via)
+}
+
+/// How a request for `authority` goes when it names an agent's host under the mesh's host
+/// domain and there is a gateway to send it to: over mTLS to the gateway's address, expecting
+/// the gateway's identity, the agent's host name kept as `:authority`/`Host` and SNI.
+fn agent_host_via<'a>(
+    authority: &http::uri::Authority,
+    gateway_url: Option<&'a Uri>,
+    policy: &'a Policy,
+) -> Option<Via<'a>> {
+    let domain = policy
+        .snapshot
+        .as_ref()
+        .map_or(warden_a2a::host::DEFAULT_DOMAIN, |s| {
+            s.control_plane().host_domain.as_str()
+        });
+    warden_a2a::host::route_host(authority.as_str(), domain)?;
+    let gateway = gateway_url?.authority()?;
+    match (policy.settings.gateway_ids.first(), policy.settings.mode) {
+        (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => Some(Via::MeshAt(id, gateway)),
+        _ => None,
+    }
+}
+
+fn aim_agent_host<'a>(
+    parts: &mut http::request::Parts,
+    uri: http::uri::Parts,
+    authority: http::uri::Authority,
+    egress_url: Option<HeaderValue>,
+    via: Via<'a>,
+) -> Aimed<'a> {
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    if let Some(url) = egress_url {
+        parts.headers.insert(EGRESS_URL_HEADER, url);
+    }
+    aim(parts, uri, http::uri::Scheme::HTTPS, authority)?;
     Ok(via)
 }
 
@@ -273,6 +318,42 @@ mod tests {
             panic!("an origin-form request without a gateway was aimed");
         };
         assert_eq!(refused.status(), 502);
+    }
+
+    #[test]
+    fn an_agent_host_at_the_egress_goes_to_the_gateway_keeping_the_host_as_authority() {
+        use crate::pipeline::test_support::{settings, with_headers};
+        use std::sync::Arc;
+        let gateway_id = SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/gw").expect("id");
+        let policy = Arc::new(Policy {
+            settings: crate::config::DynamicConfig {
+                gateway_ids: vec![gateway_id.clone()],
+                ..settings()
+            },
+            snapshot: None,
+            jwt: crate::authn::JwtConfig::default(),
+        });
+        let gateway: Uri = "https://127.0.0.1:8083".parse().expect("uri");
+        let no_peers = HashMap::new();
+        let grpc = [("content-type", "application/grpc")];
+        let target = "http://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask";
+        let mut ex = with_headers("POST", target, &grpc, policy.clone());
+        let Ok(via) = to_egress(&mut ex, Some(&gateway), &no_peers, &policy) else {
+            panic!("not aimed");
+        };
+        assert!(
+            matches!(via, Via::MeshAt(id, at) if *id == gateway_id && at == "127.0.0.1:8083"),
+            "{via:?}"
+        );
+        assert_eq!(
+            ex.parts.uri,
+            "https://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask"
+        );
+        assert_eq!(ex.parts.version, Version::HTTP_2);
+        // Any other host is not the gateway's.
+        let mut ex = exchange("GET", "http://example.com/x", policy.clone());
+        let via = to_egress(&mut ex, Some(&gateway), &no_peers, &policy);
+        assert!(matches!(via, Ok(Via::Plain)));
     }
 
     #[test]

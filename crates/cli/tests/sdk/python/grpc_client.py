@@ -1,6 +1,7 @@
 """An a2a-sdk (Python) gRPC client of an agent behind Warden, holding an SVID.
 
-`follow BASE CERT KEY CA`: fetches the agent card from BASE (its gateway URL, over mTLS),
+`follow BASE CERT KEY CA`: fetches the agent card from BASE (its gateway URL, over mTLS; or,
+with CERT `plain`, its URL at the caller's egress, plaintext),
 follows the card's GRPC interface with a channel presenting CERT/KEY and trusting CA, and
 calls SendMessage, SendStreamingMessage (noting when each event arrives), GetTask (of its
 task and of one that does not exist),
@@ -63,7 +64,9 @@ def state(task):
 
 async def follow(base, cert, key, ca):
     seen = {}
-    async with httpx.AsyncClient(cert=(cert, key), verify=False, timeout=10) as http:
+    # CERT `plain`: an app inside the mesh, calling through its egress without TLS.
+    http_cert = None if cert == "plain" else (cert, key)
+    async with httpx.AsyncClient(cert=http_cert, verify=False, timeout=10) as http:
         config = dict(
             httpx_client=http,
             grpc_channel_factory=channel_factory(cert, key, ca),
