@@ -121,10 +121,18 @@ impl Sdks {
             }
         };
         command.args([base, binding]).args(svid);
-        run(
-            &format!("the {sdk} client of {base} over {binding}"),
-            &mut command,
-        )
+        let what = format!("the {sdk} client of {base} over {binding}");
+        let seen = run(&what, &mut command);
+        // The JS client reports the transport the SDK chose (Python's is forced by config).
+        if let Some(transport) = seen["binding"].as_str() {
+            let expected = if binding == "JSONRPC" {
+                "JsonRpc"
+            } else {
+                "Rest"
+            };
+            assert!(transport.contains(expected), "{what}: used {transport}");
+        }
+        seen
     }
 }
 

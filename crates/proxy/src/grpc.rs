@@ -16,7 +16,8 @@ const NOT_FOUND: u32 = 5;
 
 /// The gRPC status for a refusal the proxy would answer with HTTP `status`: the target is
 /// unknown → `NOT_FOUND`; a limit → `RESOURCE_EXHAUSTED`; the upstream cannot be reached →
-/// `UNAVAILABLE`; it did not answer in time → `DEADLINE_EXCEEDED`; a malformed request →
+/// `UNAVAILABLE` (as is a request on a connection opened for another host, 421); it did not
+/// answer in time → `DEADLINE_EXCEEDED`; a malformed request →
 /// `INVALID_ARGUMENT`; refusals of the caller → `UNAUTHENTICATED` / `PERMISSION_DENIED`.
 pub fn status_for(status: StatusCode) -> u32 {
     match status.as_u16() {
@@ -26,7 +27,8 @@ pub fn status_for(status: StatusCode) -> u32 {
         404 => NOT_FOUND,
         408 | 504 => 4,
         413 | 429 | 431 => 8,
-        502 | 503 => 14,
+        // 421: the connection was opened for another agent's host name; retry on a new one.
+        421 | 502 | 503 => 14,
         501 => 12,
         _ => 13,
     }
@@ -100,7 +102,15 @@ mod tests {
 
     #[test]
     fn limits_and_unreachable_upstreams_map_to_their_grpc_codes() {
-        for (http, grpc) in [(413, 8), (429, 8), (502, 14), (503, 14), (504, 4), (400, 3)] {
+        for (http, grpc) in [
+            (413, 8),
+            (429, 8),
+            (421, 14),
+            (502, 14),
+            (503, 14),
+            (504, 4),
+            (400, 3),
+        ] {
             let status = StatusCode::from_u16(http).expect("status");
             let shaped = reshape(json_error(status, "r", "m"));
             assert_eq!(status_of(shaped.headers()), Some(grpc), "HTTP {http}");

@@ -51,31 +51,8 @@ impl<S: Handler> Handler for Route<S> {
 }
 
 fn route_gateway(ex: &mut Exchange) -> Result<(), Refusal> {
-    let policy = ex.policy.clone();
-    let domain = policy
-        .snapshot
-        .as_ref()
-        .map_or(DEFAULT_DOMAIN, |s| s.control_plane().host_domain.as_str());
-    let path = ex.parts.uri.path();
-    let by_sni = (ex.peer.server_name.as_deref()).and_then(|n| parse_host(n, path, domain));
-    let host = request_host(ex);
-    let by_host = host.and_then(|h| parse_host(h, path, domain));
-    if let (Some(sni), Some(host)) = (&by_sni, host)
-        && by_host.as_ref().map(Target::key) != Some(sni.key())
-    {
-        let message = format!(
-            "this TLS connection was opened for {} (server name); the request is for {host}: \
-             open a connection for that host",
-            ex.peer.server_name.as_deref().unwrap_or_default()
-        );
-        ex.refused_by = Some("misdirected");
-        return Err(Box::new(json_error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected",
-            &message,
-        )));
-    }
-    let Some(target) = by_host.or(by_sni).or_else(|| parse(ex.parts.uri.path())) else {
+    let by_name = host_target(ex)?;
+    let Some(target) = by_name.or_else(|| parse(ex.parts.uri.path())) else {
         ex.refused_by = Some("route");
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -100,6 +77,41 @@ fn route_gateway(ex: &mut Exchange) -> Result<(), Refusal> {
     }
     ex.target = Some(target);
     Ok(())
+}
+
+/// The agent whose host name (under the snapshot's host domain) the request names: by its
+/// Host / `:authority`, else by the TLS server name. A connection opened for one agent's host
+/// name that carries a request for another host is refused with 421.
+fn host_target(ex: &mut Exchange) -> Result<Option<Target>, Refusal> {
+    let policy = ex.policy.clone();
+    let domain = policy
+        .snapshot
+        .as_ref()
+        .map_or(DEFAULT_DOMAIN, |s| s.control_plane().host_domain.as_str());
+    let path = ex.parts.uri.path();
+    let by_sni = (ex.peer.server_name.as_deref()).and_then(|n| parse_host(n, path, domain));
+    let host = request_host(ex);
+    let by_host = host.and_then(|h| parse_host(h, path, domain));
+    let Some(sni) = by_sni else {
+        return Ok(by_host);
+    };
+    match host {
+        None => Ok(Some(sni)),
+        Some(_) if by_host.as_ref().map(Target::key) == Some(sni.key()) => Ok(by_host),
+        Some(host) => {
+            let message = format!(
+                "this TLS connection was opened for {} (server name); the request is for \
+                 {host}: open a connection for that host",
+                ex.peer.server_name.as_deref().unwrap_or_default()
+            );
+            ex.refused_by = Some("misdirected");
+            Err(Box::new(json_error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                &message,
+            )))
+        }
+    }
 }
 
 /// The host the client asked for: HTTP/2's `:authority`, else `Host`.

@@ -59,6 +59,7 @@ async function follow(base, binding, cert, key, ca) {
   const client = await factory(fetchImpl, binding).createFromUrl(`${base}/.well-known/agent-card.json`, "");
   const card = await client.getAgentCard();
   const seen = { urls: Object.fromEntries(card.supportedInterfaces.map((i) => [i.protocolBinding, i.url])) };
+  // Which transport the SDK picked for BINDING (its class name), for the test to check.
   seen.binding = client.transport?.constructor?.name ?? null;
 
   const sent = await client.sendMessage(message("hello"));
