@@ -41,23 +41,6 @@ fn example(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Applies Warden's CRDs (as a JSON List) and waits until the apiserver serves them.
-fn install_crds(api: &KubeApi) {
-    let list = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": warden_kube::crd::crds(),
-    });
-    api.apply(&list.to_string());
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agents.warden.dev",
-        "crd/meshconfigs.warden.dev",
-    ]);
-}
-
 /// An agent's "pod" as the cluster knows it: an EndpointSlice (labelled like a Service's)
 /// with one ready address, the sidecar's.
 fn endpoint_slice(namespace: &str, agent: &str, addr: SocketAddr) -> String {
@@ -217,7 +200,11 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         return;
     };
     let Some(api) = KubeApi::start() else { return };
-    install_crds(&api);
+    let crds: Vec<serde_json::Value> = warden_kube::crd::crds()
+        .iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
+        .collect();
+    api.install_crds(&crds);
     api.apply(&example("mesh.yaml"));
     api.apply(&example("agents.yaml"));
 

@@ -14,18 +14,14 @@ use warden_testkit::kube_api::KubeApi;
 
 /// Applies the CRDs and waits until the apiserver serves them.
 pub fn install_crds(api: &KubeApi) {
-    let yaml: Vec<String> = warden_kube::crd::crds()
+    api.install_crds(&crds());
+}
+
+fn crds() -> Vec<serde_json::Value> {
+    warden_kube::crd::crds()
         .iter()
-        .map(|crd| serde_yaml_ng::to_string(crd).expect("CRD as YAML"))
-        .collect();
-    api.apply(&yaml.join("---\n"));
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agents.warden.dev",
-        "crd/meshconfigs.warden.dev",
-    ]);
+        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
+        .collect()
 }
 
 fn example(file: &str) -> String {

@@ -191,6 +191,21 @@ impl KubeApi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Applies CustomResourceDefinitions (as JSON values, e.g. `warden_kube::crd::crds()`)
+    /// and waits until the apiserver serves each one (condition Established).
+    pub fn install_crds(&self, crds: &[serde_json::Value]) {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": crds});
+        self.apply(&list.to_string());
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        let names: Vec<String> = crds
+            .iter()
+            .filter_map(|c| c["metadata"]["name"].as_str())
+            .map(|name| format!("crd/{name}"))
+            .collect();
+        args.extend(names.iter().map(String::as_str));
+        self.kubectl_ok(&args);
+    }
+
     fn wait_ready(&self) {
         let log = self.dir.path().join("kube-apiserver.log");
         wait_until("kube-apiserver", START_LIMIT, &log, || {
