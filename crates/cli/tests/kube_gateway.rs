@@ -200,11 +200,10 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         return;
     };
     let Some(api) = KubeApi::start() else { return };
-    let crds: Vec<serde_json::Value> = warden_kube::crd::crds()
-        .iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
-        .collect();
-    api.install_crds(&crds);
+    let crds = warden_kube::crd::crds();
+    api.apply_crds(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": crds}).to_string(),
+    );
     api.apply(&example("mesh.yaml"));
     api.apply(&example("agents.yaml"));
 

@@ -16,11 +16,13 @@
 //! - [`publish`]: the sidecars' snapshot, one ConfigMap the controller writes and they watch;
 //! - [`server`]: `warden webhook`, HTTPS;
 //! - [`status`]: a cluster's mesh as `warden status`/`verify --kubeconfig` describe it;
-//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot.
+//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot;
+//! - [`controller`]: `warden controller`, Agents' status, card fetches, rollouts.
 
 pub mod admission;
 pub mod certs;
 pub mod cluster;
+pub mod controller;
 pub mod crd;
 pub mod endpoints;
 pub mod gateway;

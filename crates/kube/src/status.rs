@@ -286,6 +286,7 @@ fn agent_row(
             card_hash: c.card_hash.clone().unwrap_or_default(),
         }),
         gateway_url: String::new(),
+        host_url: String::new(),
         sidecar_address: addresses
             .get(&key)
             .and_then(|a| a.first())

@@ -13,15 +13,12 @@ use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
 
 /// Applies the CRDs and waits until the apiserver serves them.
-pub fn install_crds(api: &KubeApi) {
-    api.install_crds(&crds());
-}
-
-fn crds() -> Vec<serde_json::Value> {
-    warden_kube::crd::crds()
+fn install_crds(api: &KubeApi) {
+    let yaml: Vec<String> = warden_kube::crd::crds()
         .iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD as JSON"))
-        .collect()
+        .map(|crd| serde_yaml_ng::to_string(crd).expect("CRD as YAML"))
+        .collect();
+    api.apply_crds(&yaml.join("---\n"));
 }
 
 fn example(file: &str) -> String {

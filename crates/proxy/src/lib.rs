@@ -35,6 +35,7 @@ pub mod endpoints;
 pub mod error;
 pub mod forward;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

@@ -191,19 +191,17 @@ impl KubeApi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Applies CustomResourceDefinitions (as JSON values, e.g. `warden_kube::crd::crds()`)
-    /// and waits until the apiserver serves each one (condition Established).
-    pub fn install_crds(&self, crds: &[serde_json::Value]) {
-        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": crds});
-        self.apply(&list.to_string());
-        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        let names: Vec<String> = crds
-            .iter()
-            .filter_map(|c| c["metadata"]["name"].as_str())
-            .map(|name| format!("crd/{name}"))
-            .collect();
-        args.extend(names.iter().map(String::as_str));
-        self.kubectl_ok(&args);
+    /// Applies CustomResourceDefinitions (`yaml`, as `warden install` or `crds()` print them)
+    /// and waits until the apiserver serves every CRD (condition Established).
+    pub fn apply_crds(&self, yaml: &str) {
+        self.apply(yaml);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ]);
     }
 
     fn wait_ready(&self) {

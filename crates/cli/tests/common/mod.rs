@@ -225,3 +225,5 @@ pub async fn assert_sse_not_buffered(
     assert!(rest.contains(&"data: two".to_owned()), "{rest:?}");
     assert!(child.wait().expect("curl").success());
 }
+
+pub mod up;
