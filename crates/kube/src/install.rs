@@ -220,19 +220,24 @@ fn rbac(opts: &InstallOptions, component: &str, out: &mut Vec<Value>) {
                 ]),
             },
         ));
-        out.push(to_value(
-            ("RoleBinding", "rbac.authorization.k8s.io/v1"),
-            &RoleBinding {
-                metadata: meta(component, Some(ns), component),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "Role".into(),
-                    name: component.into(),
-                },
-                subjects: Some(vec![subject]),
-            },
-        ));
+        out.push(role_binding(component, ns, subject));
     }
+}
+
+/// A RoleBinding named like its Role, in `ns`, for `subject`.
+fn role_binding(name: &str, ns: &str, subject: Subject) -> Value {
+    to_value(
+        ("RoleBinding", "rbac.authorization.k8s.io/v1"),
+        &RoleBinding {
+            metadata: meta(name, Some(ns), name),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![subject]),
+        },
+    )
 }
 
 /// Every agent's sidecar (any ServiceAccount) may read the published snapshot, and nothing
@@ -250,23 +255,13 @@ fn snapshot_readers(opts: &InstallOptions, out: &mut Vec<Value>) {
             }]),
         },
     ));
-    out.push(to_value(
-        ("RoleBinding", "rbac.authorization.k8s.io/v1"),
-        &RoleBinding {
-            metadata: meta(name, Some(ns), name),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Role".into(),
-                name: name.into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "Group".into(),
-                name: "system:serviceaccounts".into(),
-                namespace: None,
-                api_group: Some("rbac.authorization.k8s.io".into()),
-            }]),
-        },
-    ));
+    let every_service_account = Subject {
+        kind: "Group".into(),
+        name: "system:serviceaccounts".into(),
+        namespace: None,
+        api_group: Some("rbac.authorization.k8s.io".into()),
+    };
+    out.push(role_binding(name, ns, every_service_account));
 }
 
 fn http_probe(path: &str, port: u16, https: bool) -> Probe {
