@@ -2,9 +2,12 @@
 //! kubelet) and real SPIRE: the gateway compiles the cluster's Agents, MeshConfig,
 //! Namespaces and Secrets live, routes to the EndpointSlice the test writes (pointing at a
 //! local `warden sidecar` that stands in for the specialist's pod), and decides on
-//! SPIRE-issued IDs. Live re-evaluation: relabelling `team-alpha` makes the gateway's next
-//! decision a denial, and rotating the `headersFrom` Secret changes the next forwarded
-//! header, each measured and required within 1 s.
+//! SPIRE-issued IDs. Live re-evaluation: relabelling `team-alpha` or editing the target
+//! Agent makes the gateway's next decision a denial, and rotating the `headersFrom` Secret
+//! changes the next forwarded header, each measured and required within 1 s. Then the real
+//! `warden controller` writes the Agents' status, `warden status/verify --kubeconfig` report
+//! and verify the mesh, and a `warden sidecar --kubernetes` decides by the snapshot the
+//! controller publishes.
 //!
 //! Skipped, loudly, when scripts/install-test-deps.sh has not built SPIRE or Kubernetes.
 
@@ -315,6 +318,33 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     });
     eprintln!("Secret rotation → the next forwarded header is the new one after {took:?}");
     assert!(took <= LIVE_LIMIT, "the rotation took {took:?}");
+
+    // Edit the target Agent (deny the orchestrator by ID), then undo it: each edit decides
+    // the gateway's next request.
+    let denied =
+        r#"{"spec":{"deniedCallers":["spiffe://warden.local/ns/team-alpha/sa/orchestrator"]}}"#;
+    let patch_specialist = |patch: &str| {
+        let args = [
+            "patch",
+            "agents.warden.dev",
+            "specialist",
+            "-n",
+            "team-beta",
+        ];
+        api.kubectl_ok(&[&args[..], &["--type=merge", "-p", patch]].concat());
+    };
+    let edited = Instant::now();
+    patch_specialist(denied);
+    let took = until(&orchestrator, &url, edited, LIVE_LIMIT, |status, body| {
+        status == "403" && body.contains("denied_callers")
+    });
+    eprintln!("target Agent edited (deniedCallers) → denied after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the Agent edit took {took:?}");
+    let edited = Instant::now();
+    patch_specialist(r#"{"spec":{"deniedCallers":[]}}"#);
+    let took = until(&orchestrator, &url, edited, LIVE_LIMIT, |s, _| s == "200");
+    eprintln!("target Agent edit undone → admitted after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the undo took {took:?}");
 
     // `warden status --kubeconfig`: the Agents as the cluster holds them, where their pods
     // are, and the gateway (not deployed in this cluster: it runs here).
