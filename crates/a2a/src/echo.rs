@@ -32,6 +32,20 @@ pub struct EchoConfig {
     pub name: String,
     /// Another agent's JSON-RPC URL to forward each message to (through the egress).
     pub delegate_to: Option<String>,
+    /// Which connections it serves; `None`: every one. Its sidecar's hop is plaintext on
+    /// loopback, where any local process could connect and claim a caller in XFCC: `warden
+    /// up` admits its own OS user only (see `warden_proxy::peer_uid`).
+    pub admit: Option<Admit>,
+}
+
+/// Decides, from a connection's (local, remote) addresses, whether it is served.
+#[derive(Clone)]
+pub struct Admit(pub Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
 }
 
 /// Header names that are delegation headers by convention: anything the gateway added from
@@ -249,13 +263,19 @@ pub async fn run(
     });
     tokio::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(_) => continue,
             },
             _ = &mut shutdown => return Ok(()),
         };
+        if let Some(Admit(admit)) = &echo.config.admit
+            && !tcp.local_addr().is_ok_and(|local| admit(local, remote))
+        {
+            tracing::warn!(%remote, "connection refused: not admitted (another OS user)");
+            continue;
+        }
         let echo = echo.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

@@ -131,6 +131,10 @@ struct EchoArgs {
     /// http://127.0.0.1:15001/api/a2a/team-beta/specialist/) and include its reply.
     #[arg(long)]
     delegate_to: Option<String>,
+    /// Serve only connections opened by this OS user (repeatable; found in /proc/net/tcp{,6}),
+    /// so that no other local user reaches the app around its sidecar.
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -198,6 +202,13 @@ fn main() -> ExitCode {
                     listen: args.listen,
                     name: args.name,
                     delegate_to: args.delegate_to,
+                    admit: (!args.allow_uid.is_empty()).then(|| {
+                        let uids = args.allow_uid;
+                        warden_a2a::echo::Admit(std::sync::Arc::new(move |local, remote| {
+                            warden_proxy::peer_uid::client_uid(local, remote)
+                                .is_some_and(|uid| uids.contains(&uid))
+                        }))
+                    }),
                 };
                 warden_a2a::echo::run(config, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

@@ -141,6 +141,11 @@ pub(crate) struct SidecarArgs {
     /// Localhost listener for the app's outbound calls.
     #[arg(long)]
     egress: Option<SocketAddr>,
+    /// Serve the egress only to connections opened by this OS user (repeatable; the app's
+    /// uid, found in /proc/net/tcp{,6}); others are closed, counted as
+    /// warden_connections_closed_total{reason="peer_uid"}.
+    #[arg(long, value_name = "UID")]
+    egress_allow_uid: Vec<u32>,
     /// Where origin-form egress requests go, e.g. http://127.0.0.1:8083.
     #[arg(long)]
     gateway_url: Option<String>,
@@ -221,6 +226,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
             .or(file.app)
             .unwrap_or(([127, 0, 0, 1], 8080).into()),
         egress: args.egress.or(file.egress),
+        egress_allow_uids: args.egress_allow_uid,
         gateway_url,
         admin: args.admin.or(file.admin),
         identity,

@@ -26,6 +26,10 @@ pub(crate) struct UpArgs {
     /// each client used].
     #[arg(long)]
     public_url: Option<String>,
+    /// The `spire-server` program, for a MeshConfig with `identity.provider: Spire` (entries
+    /// are made on its `serverSocket`).
+    #[arg(long, default_value = "spire-server")]
+    spire_server: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,6 +94,7 @@ fn up_config(
         warden: std::env::current_exe()?,
         verify: verify && !args.no_verify,
         json_logs,
+        spire_server: args.spire_server,
     })
 }
 

@@ -58,14 +58,27 @@ fn start_up_with(
     gateway: std::net::SocketAddr,
     global: &[&str],
 ) -> Running {
+    start_up_from(Path::new(WARDEN), state, manifests, gateway, global, &[])
+}
+
+/// `warden up` from the binary `warden`, with `global` flags before `up` and `extra` after.
+fn start_up_from(
+    warden: &Path,
+    state: &Path,
+    manifests: &Path,
+    gateway: std::net::SocketAddr,
+    global: &[&str],
+    extra: &[&str],
+) -> Running {
     Running(
-        Command::new(WARDEN)
+        Command::new(warden)
             .arg("--state-dir")
             .arg(state)
             .args(global)
             .arg("up")
             .arg(manifests)
             .args(["--gateway-listen", &gateway.to_string(), "--no-verify"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -75,6 +88,16 @@ fn start_up_with(
 
 /// Waits until `status -o json` says ready with `agents` agents; returns it.
 fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Value {
+    wait_ready_within(state, up, agents, Duration::from_secs(30))
+}
+
+/// [`wait_ready`] with a time limit of `limit`.
+fn wait_ready_within(
+    state: &Path,
+    up: &mut Running,
+    agents: usize,
+    limit: Duration,
+) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let out = warden(state, &["status", "-o", "json"]);
@@ -89,7 +112,7 @@ fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Valu
             }
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < limit,
             "the mesh never became ready: {}",
             text(&out)
         );
@@ -214,22 +237,9 @@ fn the_kagent_example_runs_as_written_and_refuses_the_rogue() {
     assert_seed_status(&status);
     // kagenti's resolution: the specialist's AgentRuntime says strict; the orchestrator's sets
     // none, so team-alpha's authbridge-runtime-config ConfigMap decides.
-    let mode = |key: &str| {
-        status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| {
-                format!(
-                    "{}/{}",
-                    a["namespace"].as_str().unwrap(),
-                    a["name"].as_str().unwrap()
-                ) == key
-            })
-            .map(|a| a["mtlsMode"].clone())
-    };
-    assert_eq!(mode("team-beta/specialist"), Some("Strict".into()));
-    assert_eq!(mode("team-alpha/orchestrator"), Some("Permissive".into()));
+    let mode = |key: &str| agent_status(&status, key)["mtlsMode"].clone();
+    assert_eq!(mode("team-beta/specialist"), "Strict");
+    assert_eq!(mode("team-alpha/orchestrator"), "Permissive");
     // Every row passes: the rogue's reference, which the manifests refuse (Accepted=False
     // above), is checked for its refusal (403 naming the rule), not as a delegation.
     let (code, out) = verify(&state);
@@ -558,7 +568,34 @@ fn a_mesh_without_tool_references_verifies_adds_and_removes_agents_and_dies_with
     let state = dir.path().join("state");
     let gateway = free_addr();
     let mut up = start_up(&state, &manifests, gateway);
-    wait_ready(&state, &mut up, 2);
+    let status = wait_ready(&state, &mut up, 2);
+
+    // The built-in app serves its own user (its sidecar's, `up`'s) and nobody else: no other
+    // local user reaches it around the sidecar with a made-up XFCC.
+    if running_as_root() {
+        let app = agent_status(&status, "red/vault")["appAddress"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let card = format!("http://{app}/.well-known/agent-card.json");
+        assert_eq!(curl_status(&[&card]).0, "200");
+        let args = [
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "x-forwarded-client-cert: URI=spiffe://warden.local/ns/red/sa/x",
+            &card,
+        ];
+        let out = run_as(STRANGER_UID, "curl", &args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "000",
+            "another uid reached the app"
+        );
+    }
 
     let (code, out) = verify(&state);
     assert_eq!(code, Some(0), "{out}");
@@ -820,4 +857,369 @@ fn json_logs_reach_every_child_and_the_gateway_admits_the_embedded_cas_jwt_svids
             );
         }
     }
+}
+
+// ---- Local-mode OS-user isolation (issue 11.15) and `warden up` on SPIRE (issue 13.4) ----
+
+use warden_testkit::spire::{Spire, as_uid, readable_copy, running_as_root};
+
+/// Two agents, each with its own `spec.local.user` (a bare uid) running `warden agent echo`
+/// from `warden` (a binary every uid can run); the specialist admits every namespace.
+/// `identity` is the MeshConfig's `spec.identity` block (indented), or empty.
+fn users_mesh(warden: &Path, users: [u32; 2], identity: &str) -> String {
+    let agent = |name: &str, namespace: &str, uid: u32, extra: &str| {
+        let port = free_addr().port();
+        format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
+             spec:\n  description: Runs as uid {uid}.\n{extra}  local:\n    command: {}\n\
+             \x20   args: [agent, echo, --listen, \"127.0.0.1:{port}\", --name, {name}]\n\
+             \x20   port: {port}\n    user: \"{uid}\"\n",
+            warden.display()
+        )
+    };
+    [
+        format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: mesh\nspec:\n  trustDomain: warden.local\n{identity}"
+        ),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-alpha\n".into(),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-beta\n".into(),
+        agent("orchestrator", "team-alpha", users[0], ""),
+        agent(
+            "specialist",
+            "team-beta",
+            users[1],
+            "  allowedNamespaces:\n    from: All\n",
+        ),
+    ]
+    .join("---\n")
+}
+
+/// A directory any uid can search (0755), for state and binaries the agents' users reach.
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The real uid of a running process.
+fn uid_of(pid: u64) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `program args` as `uid` (setpriv, no groups).
+fn run_as(uid: u32, program: &str, args: &[&str]) -> Output {
+    as_uid(uid, Path::new(program)).args(args).output().unwrap()
+}
+
+/// Whether `uid` can connect to the Unix socket `path` (curl's exit code 7 is "could not
+/// connect"; anything else means it connected and then failed to speak HTTP/1 to gRPC).
+fn connects(uid: u32, path: &Path) -> bool {
+    let socket = path.to_str().unwrap();
+    let out = run_as(
+        uid,
+        "curl",
+        &["-s", "-m", "5", "--unix-socket", socket, "http://x/"],
+    );
+    let code = out.status.code();
+    assert!(
+        code.is_some() && code != Some(126),
+        "curl as uid {uid}: {}",
+        text(&out)
+    );
+    code != Some(7)
+}
+
+/// (exit code, HTTP status) of a SendMessage to the specialist through `egress`, sent as `uid`.
+fn egress_call_as(uid: u32, egress: &str) -> (Option<i32>, String) {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"role":"user","messageId":"m1","parts":[{"kind":"text","text":"hi"}]}}}"#;
+    let url = format!("http://{egress}/api/a2a/team-beta/specialist/");
+    let out = run_as(
+        uid,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "10",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+            &url,
+        ],
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The agent `namespace/name` of a `status -o json`.
+fn agent_status<'a>(status: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            format!(
+                "{}/{}",
+                a["namespace"].as_str().unwrap(),
+                a["name"].as_str().unwrap()
+            ) == key
+        })
+        .unwrap_or_else(|| panic!("no agent {key} in {status}"))
+}
+
+const ALPHA_UID: u32 = 42101;
+const BETA_UID: u32 = 42102;
+const STRANGER_UID: u32 = 42103;
+
+#[test]
+fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets_or_state() {
+    if !running_as_root() {
+        warden_testkit::deps::skip("local users", "not root: agents cannot run as other uids");
+        return;
+    }
+    let dir = shared_dir();
+    let warden_bin = readable_copy(Path::new(WARDEN), dir.path());
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("mesh.yaml"),
+        users_mesh(&warden_bin, [ALPHA_UID, BETA_UID], ""),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let gateway = free_addr();
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &[]);
+    let status = wait_ready(&state, &mut up, 2);
+
+    // Each agent's app and sidecar run as its user; the gateway as `up`'s.
+    for (key, uid) in [
+        ("team-alpha/orchestrator", ALPHA_UID),
+        ("team-beta/specialist", BETA_UID),
+    ] {
+        assert_eq!(agent_status(&status, key)["uid"], uid, "{status}");
+        for role in ["sidecar", "app"] {
+            let pid = process(&status, &format!("{key} {role}"))["pid"]
+                .as_u64()
+                .unwrap();
+            assert_eq!(uid_of(pid), Some(uid), "{key} {role} (pid {pid})");
+        }
+    }
+    let gateway_pid = process(&status, "gateway")["pid"].as_u64().unwrap();
+    assert_eq!(uid_of(gateway_pid), Some(0));
+
+    // (a) The orchestrator's egress serves its own user, and nobody else.
+    let orchestrator = agent_status(&status, "team-alpha/orchestrator");
+    let egress = orchestrator["egressAddress"].as_str().unwrap();
+    assert_eq!(egress_call_as(ALPHA_UID, egress), (Some(0), "200".into()));
+    for stranger in [STRANGER_UID, BETA_UID] {
+        let (code, http) = egress_call_as(stranger, egress);
+        assert_eq!(
+            http, "000",
+            "uid {stranger} got an answer from the orchestrator's egress"
+        );
+        assert_ne!(code, Some(0), "uid {stranger}");
+    }
+    let admin = orchestrator["sidecarAdminAddress"].as_str().unwrap();
+    let metrics = curl_status(&[&format!("http://{admin}/metrics")]).1;
+    assert!(
+        metrics.contains("warden_connections_closed_total{reason=\"peer_uid\"} 2"),
+        "{metrics}"
+    );
+
+    // (c)+(d) Workload API sockets: each agent's only its own; the gateway's nobody's but
+    // `up`'s user.
+    let sockets = state.join("sockets");
+    let alpha_socket = sockets.join("team-alpha.orchestrator/agent.sock");
+    let beta_socket = sockets.join("team-beta.specialist/agent.sock");
+    let gateway_socket = sockets.join("warden-gateway/agent.sock");
+    for socket in [&alpha_socket, &beta_socket, &gateway_socket] {
+        assert!(connects(0, socket), "{} is not served", socket.display());
+    }
+    assert!(connects(ALPHA_UID, &alpha_socket));
+    assert!(!connects(ALPHA_UID, &beta_socket));
+    assert!(!connects(STRANGER_UID, &alpha_socket));
+    for uid in [ALPHA_UID, BETA_UID, STRANGER_UID] {
+        assert!(
+            !connects(uid, &gateway_socket),
+            "uid {uid} reached the gateway's socket"
+        );
+    }
+
+    // (b) State that reveals ports: its owner's only; an agent reads its own snapshot copy.
+    let status_file = state.join("status.json");
+    let sidecar_log = state.join("logs/team-alpha.orchestrator.sidecar.log");
+    for file in [
+        &status_file,
+        &state.join("snapshot.json"),
+        &sidecar_log,
+        &state.join("audit.log"),
+    ] {
+        let out = run_as(STRANGER_UID, "cat", &[file.to_str().unwrap()]);
+        assert!(
+            !out.status.success(),
+            "uid {STRANGER_UID} read {}",
+            file.display()
+        );
+    }
+    let own = sockets.join("team-alpha.orchestrator/snapshot.json");
+    assert!(
+        run_as(ALPHA_UID, "cat", &[own.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(
+        !run_as(BETA_UID, "cat", &[own.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    // And the mesh still proves itself.
+    let (code, out) = verify(&state);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn without_root_a_local_user_and_spire_are_refused_naming_the_field_and_why() {
+    if !running_as_root() {
+        warden_testkit::deps::skip("local users", "not root: cannot act as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = shared_dir();
+    let warden_bin = readable_copy(Path::new(WARDEN), dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(STRANGER_UID), Some(STRANGER_UID)).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spire = "  identity:\n    provider: Spire\n    agentSocket: /nonexistent/agent.sock\n    serverSocket: /nonexistent/server.sock\n";
+    for (name, identity, expected) in [
+        (
+            "users",
+            "",
+            "spec.local.user \"42101\" is uid 42101, but `warden up` runs as uid 42103, not root",
+        ),
+        (
+            "spire",
+            spire,
+            "SPIRE, whose unix attestor tells workloads apart by their uid alone, could not tell them apart",
+        ),
+    ] {
+        let manifests = work.join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifests,
+            users_mesh(&warden_bin, [ALPHA_UID, BETA_UID], identity),
+        )
+        .unwrap();
+        let state = work.join(format!("{name}-state"));
+        let out = run_as(
+            STRANGER_UID,
+            warden_bin.to_str().unwrap(),
+            &[
+                "--state-dir",
+                state.to_str().unwrap(),
+                "up",
+                manifests.to_str().unwrap(),
+                "--gateway-listen",
+                &free_addr().to_string(),
+                "--no-verify",
+            ],
+        );
+        let said = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{said}");
+        assert!(
+            said.contains("nothing was started") && said.contains(expected),
+            "{name}: {said}"
+        );
+    }
+}
+
+#[test]
+fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_identities() {
+    let Some(spire) = Spire::start("warden.local", &[]) else {
+        return;
+    };
+    let _timer = warden_testkit::deps::TierTimer::new("up on SPIRE");
+    let dir = spire.dir();
+    let warden_bin = spire.readable_copy(Path::new(WARDEN));
+    let spire_server = warden_testkit::deps::bin_dir().join("spire-server");
+    let identity = format!(
+        "  identity:\n    provider: Spire\n    agentSocket: unix://{}\n    serverSocket: {}\n",
+        spire.agent_socket().display(),
+        spire.server_socket().display()
+    );
+    let (alpha, beta) = (42111, 42112);
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("mesh.yaml"),
+        users_mesh(&warden_bin, [alpha, beta], &identity),
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let gateway = free_addr();
+    let spire_flag = ["--spire-server", spire_server.to_str().unwrap()];
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
+    let status = wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
+
+    // Entries: one per workload, each under the agent, selected by the workload's uid.
+    let entries = spire.server_cli(&["entry", "show"]);
+    for (id, uid) in [(ORCHESTRATOR, alpha), (SPECIALIST, beta), (GATEWAY, 0)] {
+        let block = entries
+            .split("\n\n")
+            .find(|b| b.contains(&format!("SPIFFE ID        : {id}\n")))
+            .unwrap_or_else(|| panic!("no entry for {id}: {entries}"));
+        assert!(block.contains(&format!("unix:uid:{uid}")), "{block}");
+        assert!(block.contains(&spire.agent_id), "{block}");
+    }
+
+    // Status shows SPIRE and the IDs the sidecars proved with SPIRE's SVIDs.
+    assert_eq!(
+        status["spire"]["agentSocket"],
+        spire.agent_socket().display().to_string()
+    );
+    for (key, id) in [
+        ("team-alpha/orchestrator", ORCHESTRATOR),
+        ("team-beta/specialist", SPECIALIST),
+    ] {
+        let agent = agent_status(&status, key);
+        assert_eq!(agent["card"]["attestedSpiffeId"], id, "{agent}");
+        assert_eq!(agent["card"]["transportSecurity"], "mtls", "{agent}");
+    }
+    let table = text(&warden(&state, &["status"]));
+    assert!(table.contains("identities: SPIRE"), "{table}");
+
+    // The agent's own uid calls out through its egress on its SPIRE identity.
+    let egress = agent_status(&status, "team-alpha/orchestrator")["egressAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(egress_call_as(alpha, &egress), (Some(0), "200".into()));
+
+    let out = Command::new(&warden_bin)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A second `up` finds its entries and makes none.
+    drop(up);
+    let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
+    wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
+    let again = spire.server_cli(&["entry", "show"]);
+    assert_eq!(
+        again.matches("Entry ID").count(),
+        entries.matches("Entry ID").count(),
+        "{again}"
+    );
 }

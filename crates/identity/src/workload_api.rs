@@ -158,7 +158,24 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
         _ => {}
     }
-    UnixListener::bind(path).map_err(err)
+    let listener = UnixListener::bind(path).map_err(err)?;
+    give_to_directory_owner(path).map_err(err)?;
+    Ok(listener)
+}
+
+/// A socket belongs to whoever owns its directory: a supervisor running as root serves a
+/// workload that runs as its own user from a directory only that user can open (0700, owned
+/// by it), so the socket must be that user's too to be connectable.
+fn give_to_directory_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let (dir, socket) = (std::fs::metadata(parent)?, std::fs::metadata(path)?);
+    if dir.uid() == socket.uid() {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))
 }
 
 /// The connections of `listener`, each behind [`AuthorityFix`] so that grpcio clients'

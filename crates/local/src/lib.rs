@@ -9,9 +9,11 @@ pub mod logs;
 mod mesh;
 pub mod preflight;
 pub mod probe;
+pub mod spire;
 pub mod status;
 pub mod supervisor;
 pub mod up;
+pub mod users;
 pub mod verify;
 
 pub use up::{UpConfig, UpError, up};

@@ -19,25 +19,46 @@ use warden_model::snapshot::CompiledAgent;
 use warden_model::{MeshSnapshot, MtlsMode};
 use warden_proxy::forward::{Upstreams, Via};
 
+use crate::spire::SpireRun;
 use crate::status::{
     AgentStatus, CaStatus, CardInfo, Condition, GatewayStatus, MeshStatus, ProcessHealth,
     ProcessStatus, Role,
 };
 use crate::supervisor::{ChildSpec, ChildState, Health, supervise};
 use crate::up::{UpConfig, UpError, compile, setup, write_snapshot};
+use crate::users::{OsUser, private_dir};
 
 /// The embedded CA's SPIFFE bundle in the state directory, which the gateway verifies
 /// JWT-SVIDs with.
 const JWT_BUNDLE: &str = "jwt-bundle.json";
 
-/// Ports and paths of one agent.
+/// Ports, paths and user of one agent.
 #[derive(Debug, Clone)]
 struct Placement {
     inbound: SocketAddr,
     egress: SocketAddr,
     app: SocketAddr,
     admin: SocketAddr,
-    socket: PathBuf,
+    /// Its private directory (0700, its user's): Workload API socket, snapshot copy.
+    dir: PathBuf,
+    /// The user its app and sidecar run as.
+    user: OsUser,
+}
+
+impl Placement {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// A user other than `up`'s cannot read `up`'s 0600 snapshot: it gets its own copy.
+    fn own_snapshot(&self) -> Option<PathBuf> {
+        (self.user != OsUser::current()).then(|| self.dir.join("snapshot.json"))
+    }
+
+    /// The user to start its processes as, when not `up`'s own.
+    fn run_as(&self) -> Option<OsUser> {
+        (self.user != OsUser::current()).then_some(self.user)
+    }
 }
 
 fn free_port() -> Result<SocketAddr, UpError> {
@@ -101,6 +122,8 @@ pub(crate) struct Mesh {
     ca: CaStatus,
     cards: Mutex<BTreeMap<String, Result<CardInfo, String>>>,
     manifests_error: Mutex<Option<String>>,
+    /// Set when SVIDs come from SPIRE instead of the embedded CA's sockets.
+    spire: Option<SpireRun>,
 }
 
 impl Mesh {
@@ -108,6 +131,7 @@ impl Mesh {
         config: UpConfig,
         ca: Arc<CertificateAuthority>,
         snapshot: MeshSnapshot,
+        spire: Option<SpireRun>,
     ) -> Result<Self, UpError> {
         let root_expiry = warden_identity::svid::inspect_x509_svid(
             std::slice::from_ref(ca.root()),
@@ -116,7 +140,11 @@ impl Mesh {
         )
         .not_after;
         let jwt_bundle = config.state_dir.join(JWT_BUNDLE);
-        write_atomic(&jwt_bundle, &ca.bundle().to_spiffe_json(), 0o600)
+        let bundle = match &spire {
+            Some(run) => run.bundle.clone().into_bytes(),
+            None => ca.bundle().to_spiffe_json(),
+        };
+        write_atomic(&jwt_bundle, &bundle, 0o600)
             .map_err(|e| UpError::Setup(format!("writing {}: {e}", jwt_bundle.display())))?;
         Ok(Self {
             ca: CaStatus {
@@ -137,6 +165,7 @@ impl Mesh {
             gateway_health: Health::default(),
             cards: Mutex::new(BTreeMap::new()),
             manifests_error: Mutex::new(None),
+            spire,
             config,
         })
     }
@@ -175,8 +204,12 @@ impl Mesh {
         format!("unix://{}", path.display())
     }
 
-    /// Serves `id` its SVID on `socket` until `stop`.
+    /// Serves `id` its SVID on `socket` until `stop` (embedded CA; on SPIRE the agent's
+    /// socket serves every workload).
     fn serve_identity(&self, id: SpiffeId, socket: PathBuf, mut stop: watch::Receiver<bool>) {
+        if self.spire.is_some() {
+            return;
+        }
         let api = self.api.clone();
         tokio::spawn(async move {
             let binding = WorkloadBinding { id, socket };
@@ -187,6 +220,25 @@ impl Mesh {
                 tracing::error!(error = %e, "cannot serve the Workload API");
             }
         });
+    }
+
+    /// The Workload API a workload whose own socket is `socket` is given.
+    fn workload_api(&self, socket: &Path) -> String {
+        match &self.spire {
+            Some(run) => run.endpoint(),
+            None => Self::unix(socket),
+        }
+    }
+
+    /// Writes `snapshot` where `place`'s sidecar reads it, when it has its own copy.
+    fn write_own_snapshot(place: &Placement, snapshot: &MeshSnapshot) -> Result<(), UpError> {
+        let Some(path) = place.own_snapshot() else {
+            return Ok(());
+        };
+        let json =
+            serde_json::to_vec_pretty(snapshot).map_err(setup("serialising the snapshot"))?;
+        crate::users::write_owned(&path, &json, place.user)
+            .map_err(|e| UpError::Setup(format!("writing {}: {e}", path.display())))
     }
 
     /// Starts the gateway, then every agent.
@@ -211,12 +263,22 @@ impl Mesh {
             egress: free_port()?,
             admin: free_port()?,
             app,
-            socket: self.state(&["sockets", &dir, "agent.sock"]),
+            dir: self.state(&["sockets", &dir]),
+            user: crate::users::run_as(agent).map_err(UpError::Setup)?,
         };
+        private_dir(&place.dir, place.user)
+            .map_err(|e| UpError::Setup(format!("{}: {e}", place.dir.display())))?;
+        Self::write_own_snapshot(&place, &self.current())?;
+        if let Some(spire) = &self.spire {
+            spire
+                .register(&agent.spiffe_id, place.user.uid)
+                .await
+                .map_err(setup("registering with SPIRE"))?;
+        }
         let mut group = Group::new();
         self.serve_identity(
             agent.spiffe_id.clone(),
-            place.socket.clone(),
+            place.socket(),
             group.stop.subscribe(),
         );
         let sidecar = self.sidecar_spec(agent, &place);
@@ -237,7 +299,9 @@ impl Mesh {
     }
 
     fn sidecar_spec(&self, agent: &CompiledAgent, place: &Placement) -> ChildSpec {
-        let snapshot = self.state(&["snapshot.json"]);
+        let snapshot = place
+            .own_snapshot()
+            .unwrap_or_else(|| self.state(&["snapshot.json"]));
         let args = [
             "sidecar",
             "--inbound",
@@ -256,7 +320,7 @@ impl Mesh {
             "--mesh-peer",
             &format!("{}={}", self.config.gateway_listen, self.gateway_id),
             "--workload-api",
-            &Self::unix(&place.socket),
+            &self.workload_api(&place.socket()),
             "--trust-domain",
             &self.ca.trust_domain,
             "--snapshot",
@@ -266,6 +330,12 @@ impl Mesh {
         ];
         let mut all = self.log_flags();
         all.extend(args.iter().map(|a| a.to_string()));
+        // The egress serves the agent's user only (and `up`'s, which can become it anyway).
+        let mut uids = vec![place.user.uid, OsUser::current().uid];
+        uids.dedup();
+        for uid in uids {
+            all.extend(["--egress-allow-uid".into(), uid.to_string()]);
+        }
         ChildSpec {
             name: format!("{} sidecar", agent.key()),
             program: self.config.warden.clone(),
@@ -275,6 +345,7 @@ impl Mesh {
                 "logs",
                 &format!("{}.{}.sidecar.log", agent.namespace, agent.name),
             ]),
+            run_as: place.run_as(),
         }
     }
 
@@ -292,6 +363,9 @@ impl Mesh {
                     place.app.to_string(),
                     "--name".into(),
                     agent.card_name().to_owned(),
+                    // Its sidecar (and `up`'s probe) run as its user; nobody else gets in.
+                    "--allow-uid".into(),
+                    place.user.uid.to_string(),
                 ]);
                 if let Some(tool) = agent.tools.iter().find(|t| t.accepted) {
                     args.extend([
@@ -319,6 +393,7 @@ impl Mesh {
                 "logs",
                 &format!("{}.{}.app.log", agent.namespace, agent.name),
             ]),
+            run_as: place.run_as(),
         }
     }
 
@@ -333,7 +408,7 @@ impl Mesh {
             "--snapshot".into(),
             self.state(&["snapshot.json"]).display().to_string(),
             "--workload-api".into(),
-            Self::unix(&self.gateway_socket()),
+            self.workload_api(&self.gateway_socket()),
             "--trust-domain".into(),
             self.ca.trust_domain.clone(),
             "--audit-log".into(),
@@ -354,6 +429,7 @@ impl Mesh {
             args,
             env: BTreeMap::new(),
             log: self.state(&["logs", "gateway.log"]),
+            run_as: None,
         }
     }
 
@@ -366,6 +442,13 @@ impl Mesh {
         let mut slot = self.gateway.lock().await;
         if let Some(old) = slot.take() {
             old.halt().await;
+        }
+        // The gateway's SVID asserts any caller at every sidecar: its socket sits in a
+        // directory only `up`'s user can open, never one a workload of another user can.
+        if let Some(dir) = self.gateway_socket().parent()
+            && let Err(e) = private_dir(dir, OsUser::current())
+        {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot make the gateway's socket directory private");
         }
         let mut group = Group::new();
         self.serve_identity(
@@ -398,6 +481,11 @@ impl Mesh {
         if let Err(e) = write_snapshot(&self.state(&["snapshot.json"]), &next) {
             tracing::error!(error = %e, "cannot write the snapshot");
             return;
+        }
+        for run in self.agents.lock().await.values() {
+            if let Err(e) = Self::write_own_snapshot(&run.place, &next) {
+                tracing::error!(error = %e, "cannot write an agent's snapshot");
+            }
         }
         tracing::info!(version, "manifests changed; new snapshot written");
         let next = Arc::new(next);
@@ -541,6 +629,7 @@ impl Mesh {
             manifests_error: self.manifests_error.lock().ok().and_then(|e| e.clone()),
             snapshot_version: snapshot.version(),
             ready: false,
+            spire: self.spire.as_ref().map(SpireRun::status),
         }
     }
 
@@ -614,6 +703,7 @@ impl Mesh {
             sidecar_admin_address: run.place.admin.to_string(),
             app_address: run.place.app.to_string(),
             restarts,
+            uid: Some(run.place.user.uid),
         }
     }
 

@@ -3,12 +3,15 @@
 //! `warden check` runs the same checks on demand.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use warden_model::MeshSnapshot;
 
 use crate::lock::{LockError, StateLock};
+use crate::spire::{Identities, identities};
 use crate::up::{UpConfig, UpError, compile};
+use crate::users::{OsUser, cannot_reach};
 
 /// One failed check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct Cleared {
     pub snapshot: MeshSnapshot,
     /// One line per passed check.
     pub passed: Vec<String>,
+    /// Where SVIDs come from.
+    pub identities: Identities,
 }
 
 fn problem(check: &str, problem: String, fix: String) -> Problem {
@@ -62,8 +67,12 @@ fn writable(dir: &Path) -> Result<(), Problem> {
             ),
         )
     };
-    for sub in ["", "logs", "sockets"] {
+    // Searchable (so each workload's user reaches its own private directory under
+    // `sockets/`) but not listable by others; logs the owner's only.
+    for (sub, mode) in [("", 0o711), ("logs", 0o700), ("sockets", 0o711)] {
         std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
+        std::fs::set_permissions(dir.join(sub), std::fs::Permissions::from_mode(mode))
+            .map_err(fail)?;
     }
     let probe = dir.join(".warden-write-check");
     std::fs::write(&probe, b"").map_err(fail)?;
@@ -180,12 +189,79 @@ pub fn preflight(config: &UpConfig) -> Result<Cleared, Vec<Problem>> {
             Err(p) => problems.push(p),
         }
     }
-    match (lock, snapshot) {
-        (Some(lock), Some(snapshot)) if problems.is_empty() => Ok(Cleared {
+    let identities = identity_source(config, snapshot.as_ref(), &mut passed, &mut problems);
+    match (lock, snapshot, identities) {
+        (Some(lock), Some(snapshot), Some(identities)) if problems.is_empty() => Ok(Cleared {
             lock,
             snapshot,
             passed,
+            identities,
         }),
         _ => Err(problems),
     }
+}
+
+/// `spec.identity` and the users workloads run as (`spec.local.user`): who may run as whom,
+/// and, on SPIRE, that the agent can tell every workload apart by its uid.
+fn identity_source(
+    config: &UpConfig,
+    snapshot: Option<&MeshSnapshot>,
+    passed: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Identities> {
+    let fix = format!(
+        "edit the manifests; `warden validate {}`",
+        config.manifests.display()
+    );
+    let identities = match identities(&config.manifests) {
+        Ok(identities) => identities,
+        Err(lines) => {
+            problems.extend(
+                lines
+                    .into_iter()
+                    .map(|l| problem("identity", l, fix.clone())),
+            );
+            return None;
+        }
+    };
+    let snapshot = snapshot?;
+    let spire = matches!(identities, Identities::Spire(_));
+    match crate::users::workload_users(snapshot, spire) {
+        Ok(users) => {
+            let me = OsUser::current();
+            let sockets = config.state_dir.join("sockets");
+            let others: std::collections::BTreeSet<u32> = users
+                .values()
+                .filter(|u| **u != me)
+                .map(|u| u.uid)
+                .collect();
+            for uid in others {
+                let user = users.values().find(|u| u.uid == uid).copied().unwrap_or(me);
+                if let Some(why) = cannot_reach(&config.warden, user) {
+                    problems.push(problem(
+                        "warden binary",
+                        format!("{}: {why}", config.warden.display()),
+                        "install warden where every user can run it (e.g. /usr/local/bin)".into(),
+                    ));
+                }
+                if let Some(why) = cannot_reach(&sockets, user) {
+                    problems.push(problem(
+                        "state directory",
+                        format!("{}: {why}", sockets.display()),
+                        "pass a --state-dir whose parent directories every agent's user can \
+                         search (o+x)"
+                            .into(),
+                    ));
+                }
+            }
+            passed.push(format!(
+                "identities: {}; every agent's user is usable",
+                if spire { "SPIRE" } else { "embedded CA" }
+            ));
+        }
+        Err(lines) => {
+            problems.extend(lines.into_iter().map(|l| problem("users", l, fix.clone())));
+        }
+    }
+    Some(identities)
 }

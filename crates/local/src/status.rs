@@ -65,6 +65,9 @@ pub struct AgentStatus {
     pub app_address: String,
     /// Restarts of its sidecar and app.
     pub restarts: u32,
+    /// The uid its app and sidecar run as (`spec.local.user`, else `up`'s own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 impl AgentStatus {
@@ -204,6 +207,9 @@ pub struct MeshStatus {
     pub snapshot_version: u64,
     /// True when every process is Ready on the current snapshot and every card was fetched.
     pub ready: bool,
+    /// Where SVIDs come from when it is SPIRE (absent: the embedded CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spire: Option<crate::spire::SpireStatus>,
 }
 
 /// Why there is no status to show.
@@ -279,6 +285,14 @@ impl MeshStatus {
             "gateway {} ({})   CA trust domain {}   snapshot v{}\n\n",
             self.gateway.url, self.gateway.spiffe_id, self.ca.trust_domain, self.snapshot_version
         );
+        out.push_str(&match &self.spire {
+            Some(spire) => format!(
+                "identities: SPIRE (agent {}, entries under {})\n\n",
+                spire.sockets.agent_socket.display(),
+                spire.parent_id
+            ),
+            None => format!("identities: embedded CA ({})\n\n", self.ca.dir),
+        });
         if let Some(error) = &self.manifests_error {
             out.push_str(&format!(
                 "the last edit of {} was NOT applied (snapshot v{} stays in force):\n{error}\n\n",

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,6 +28,8 @@ pub struct ChildSpec {
     pub env: BTreeMap<String, String>,
     /// stdout and stderr, appended.
     pub log: PathBuf,
+    /// The OS user it runs as; `None`: `up`'s own (see [`crate::users`]).
+    pub run_as: Option<crate::users::OsUser>,
 }
 
 /// What the supervisor knows about one child; shared with the status writer.
@@ -90,9 +93,11 @@ fn strip_ansi(line: &str) -> String {
 }
 
 fn open_log(path: &Path) -> (Stdio, Stdio, u64) {
+    // Logs name ports and peers: the owner's only.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path);
     match file.and_then(|f| Ok((f.try_clone()?, f))) {
         Ok((a, b)) => {
@@ -106,7 +111,12 @@ fn open_log(path: &Path) -> (Stdio, Stdio, u64) {
 /// Starts `spec` through `warden exec-child`, in a process group of its own.
 fn spawn(warden: &Path, spec: &ChildSpec) -> std::io::Result<(tokio::process::Child, u64)> {
     let (out, err, offset) = open_log(&spec.log);
-    let child = tokio::process::Command::new(warden)
+    let mut command = tokio::process::Command::new(warden);
+    if let Some(user) = spec.run_as {
+        // Supplementary groups are dropped too (std does so when root sets a uid).
+        command.uid(user.uid).gid(user.gid);
+    }
+    let child = command
         .arg("exec-child")
         .arg("--parent")
         .arg(std::process::id().to_string())

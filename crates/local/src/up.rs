@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use warden_identity::ca::{CertificateAuthority, write_atomic};
 use warden_identity::source::CaSource;
-use warden_identity::{SpiffeId, TrustDomain};
+use warden_identity::{SpiffeId, SvidSource, TrustDomain};
 use warden_model::MeshSnapshot;
 use warden_model::resources::SYSTEM_NAMESPACE;
 use warden_proxy::config::Limits;
@@ -26,6 +26,7 @@ use warden_proxy::forward::Upstreams;
 
 use crate::mesh::Mesh;
 use crate::preflight::{Problem, preflight};
+use crate::spire::{Identities, SpireRun};
 
 /// How `warden up` runs.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct UpConfig {
     /// `--log-format json` was given to `up`: every child logs one JSON object per line too
     /// (a log shipper reading `<state>/logs/` then needs no second parser).
     pub json_logs: bool,
+    /// The `spire-server` program, for MeshConfig `spec.identity.provider: Spire`.
+    pub spire_server: PathBuf,
 }
 
 impl UpConfig {
@@ -146,18 +149,24 @@ pub async fn up(
     let snapshot = cleared.snapshot;
     let ca = Arc::new(ensure_ca(&config.ca_dir(), snapshot.trust_domain())?);
     write_snapshot(&config.state_dir.join("snapshot.json"), &snapshot)?;
-    let controller_id = SpiffeId::for_workload(
-        snapshot.trust_domain(),
-        SYSTEM_NAMESPACE,
-        "warden-controller",
-    )
-    .map_err(setup("controller identity"))?;
-    let controller = CaSource::start(ca.clone(), controller_id, Duration::from_secs(3600))
-        .map_err(setup("controller identity"))?;
-    let upstreams = Upstreams::new(Arc::new(controller), Limits::default());
+    let spire = match cleared.identities {
+        Identities::EmbeddedCa => None,
+        Identities::Spire(sockets) => {
+            let gateway = &snapshot.control_plane().gateway;
+            let run = SpireRun::prepare(config.spire_server.clone(), sockets, gateway)
+                .await
+                .map_err(setup("registering with SPIRE"))?;
+            Some(run)
+        }
+    };
+    let controller: Arc<dyn SvidSource> = match &spire {
+        None => Arc::new(controller_source(&ca, snapshot.trust_domain())?),
+        Some(run) => Arc::new(run.controller_source().await.map_err(UpError::Setup)?),
+    };
+    let upstreams = Upstreams::new(controller, Limits::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mesh = Arc::new(Mesh::new(config, ca, snapshot)?);
+    let mesh = Arc::new(Mesh::new(config, ca, snapshot, spire)?);
     mesh.start().await?;
     let controller_task = tokio::spawn(control(mesh.clone(), upstreams, stop_rx));
 
@@ -167,6 +176,16 @@ pub async fn up(
     controller_task.abort();
     mesh.stop_all().await;
     Ok(())
+}
+
+/// The controller's SVID from the embedded CA.
+fn controller_source(
+    ca: &Arc<CertificateAuthority>,
+    trust_domain: &TrustDomain,
+) -> Result<CaSource, UpError> {
+    let id = SpiffeId::for_workload(trust_domain, SYSTEM_NAMESPACE, "warden-controller")
+        .map_err(setup("controller identity"))?;
+    CaSource::start(ca.clone(), id, Duration::from_secs(3600)).map_err(setup("controller identity"))
 }
 
 /// The controller loop: every second, fetch cards, ask every process, write the status; every

@@ -11,7 +11,7 @@
 //! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
 //! - the audit log holds exactly this run's calls (found by this run's A2A context id).
 //!
-//! It calls as workloads with SVIDs from the mesh's CA, exactly as agents do. The checks take
+//! It calls as workloads with SVIDs from the mesh's CA (or SPIRE server), exactly as agents do. The checks take
 //! a [`Target`] (the mesh's status, snapshot and the credentials to call with), so a cluster
 //! is verified by the same functions (`warden verify --kubeconfig`, built in `warden-kube`):
 //! there, only the SVIDs given are held, a check that needs another identity's says so, and
@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use warden_identity::ca::CertificateAuthority;
-use warden_identity::{IdentityCell, SpiffeId, SvidSource, X509Identity};
+use warden_identity::{IdentityCell, SpiffeId, SvidSource};
 use warden_model::MeshSnapshot;
 use warden_model::MtlsMode;
 use warden_model::policy::{Caller, decide};
@@ -71,8 +70,9 @@ pub fn render(checks: &[Check]) -> String {
 
 /// Whose SVIDs `verify` calls with.
 pub enum Credentials {
-    /// The local mesh's CA: any workload's SVID, issued on demand.
-    Ca(Box<CertificateAuthority>),
+    /// The local mesh's issuer (its embedded CA or its SPIRE server): any workload's SVID,
+    /// issued on demand.
+    Issue(crate::spire::Issuer),
     /// Only these (a cluster's: SVID files, or the Workload API's one), by their SPIFFE IDs.
     Held(Vec<Arc<dyn SvidSource>>),
 }
@@ -81,7 +81,7 @@ impl Credentials {
     /// Whether a call as `id` can be made.
     fn holds(&self, id: &SpiffeId) -> bool {
         match self {
-            Credentials::Ca(_) => true,
+            Credentials::Issue(_) => true,
             Credentials::Held(sources) => sources
                 .iter()
                 .any(|s| held_id(s.as_ref()).as_ref() == Some(id)),
@@ -91,7 +91,7 @@ impl Credentials {
     /// The identities held, for checks that need some caller (all of the mesh's with a CA).
     fn held(&self) -> Vec<SpiffeId> {
         match self {
-            Credentials::Ca(_) => Vec::new(),
+            Credentials::Issue(_) => Vec::new(),
             Credentials::Held(sources) => {
                 sources.iter().filter_map(|s| held_id(s.as_ref())).collect()
             }
@@ -99,20 +99,9 @@ impl Credentials {
     }
 
     /// A client calling as `id`; `None` when no SVID of `id` is held.
-    fn client(&self, id: &SpiffeId) -> Result<Option<Client>, String> {
+    async fn client(&self, id: &SpiffeId) -> Result<Option<Client>, String> {
         let source: Arc<dyn SvidSource> = match self {
-            Credentials::Ca(ca) => {
-                let svid = ca
-                    .issue_x509(id, Duration::from_secs(600))
-                    .map_err(|e| e.to_string())?;
-                let identity = X509Identity::new(
-                    svid.chain.clone(),
-                    svid.private_key(),
-                    Arc::new(ca.bundle_set()),
-                )
-                .map_err(|e| e.to_string())?;
-                IdentityCell::with(identity)
-            }
+            Credentials::Issue(issuer) => IdentityCell::with(issuer.identity(id).await?),
             Credentials::Held(sources) => {
                 match sources
                     .iter()
@@ -302,11 +291,11 @@ async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Chec
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
     let (status, snapshot, synced) = wait_synced(state_dir).await?;
-    let ca = CertificateAuthority::load(Path::new(&status.ca.dir)).map_err(|e| e.to_string())?;
+    let issuer = crate::spire::Issuer::of(&status)?;
     verify_target(Target {
         status,
         snapshot,
-        credentials: Credentials::Ca(Box::new(ca)),
+        credentials: Credentials::Issue(issuer),
         ready: synced,
     })
     .await
@@ -389,11 +378,11 @@ async fn cards(run: &Run) -> Result<Check, String> {
             .chain(run.snapshot.agents().iter().map(|a| a.spiffe_id.clone()))
             .chain(run.credentials.held())
             .find(|id| run.credentials.holds(id) && run.allowed(id, agent, "GetAgentCard"));
-        let Some(client) = caller
-            .map(|id| run.credentials.client(&id))
-            .transpose()?
-            .flatten()
-        else {
+        let client = match caller {
+            Some(id) => run.credentials.client(&id).await?,
+            None => None,
+        };
+        let Some(client) = client else {
             unreachable.push(agent.key());
             continue;
         };
@@ -505,13 +494,14 @@ async fn call_tool(
         let url = format!("http://{egress}/api/a2a/{}/{}/", tool.namespace, tool.name);
         let Some(client) = run
             .credentials
-            .client(&run.id("warden-system", "warden-verify")?)?
+            .client(&run.id("warden-system", "warden-verify")?)
+            .await?
         else {
             return Ok(None);
         };
         return Ok(Some(client.call(&url, Via::Plain, Some(&message)).await));
     }
-    let Some(client) = run.credentials.client(&agent.spiffe_id)? else {
+    let Some(client) = run.credentials.client(&agent.spiffe_id).await? else {
         return Ok(None);
     };
     let url = format!("{}/api/a2a/{}/{}/", run.gateway, tool.namespace, tool.name);
@@ -637,7 +627,7 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
         .into_iter()
         .filter(|(caller, _, _)| run.credentials.holds(&caller.spiffe_id));
     for (caller, target, rule) in held.take(MAX_DENIED_PAIRS) {
-        let Some(client) = run.credentials.client(&caller.spiffe_id)? else {
+        let Some(client) = run.credentials.client(&caller.spiffe_id).await? else {
             continue;
         };
         let message = run.message("denied pair");
@@ -703,7 +693,7 @@ async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
             .chain(run.credentials.held())
             .find(|id| run.credentials.holds(id) && !run.allowed(id, agent, "SendMessage"));
         if let Some((caller, client)) = match denied {
-            Some(id) => run.credentials.client(&id)?.map(|c| (id, c)),
+            Some(id) => run.credentials.client(&id).await?.map(|c| (id, c)),
             None => None,
         } {
             let (code, _) = client

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,11 @@ pub enum Sink {
 impl Sink {
     /// Opens (appends to) an audit file.
     pub fn file(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         let size = file.metadata()?.len();
         Ok(Sink::File {
             path,
@@ -116,7 +121,12 @@ impl Sink {
                 let Ok(mut guard) = file.lock() else { return };
                 if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
                     rotate(path, *max_files);
-                    if let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path) {
+                    if let Ok(fresh) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(path)
+                    {
                         *guard = (fresh, 0);
                     }
                 }

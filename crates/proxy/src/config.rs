@@ -141,6 +141,10 @@ pub struct SidecarConfig {
     pub app: SocketAddr,
     /// Localhost listener for the app's outbound calls.
     pub egress: Option<SocketAddr>,
+    /// The app's OS users: the egress serves only connections they opened
+    /// (`--egress-allow-uid`, empty: everyone), so another local user cannot call, and be
+    /// audited and given delegation secrets, as this agent.
+    pub egress_allow_uids: Vec<u32>,
     /// Where origin-form egress requests go (`http://host:port`).
     pub gateway_url: Option<http::Uri>,
     /// `/healthz`, `/readyz`, `/metrics`.

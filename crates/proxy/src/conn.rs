@@ -21,6 +21,8 @@ pub enum Closed {
     Idle,
     /// Closed to make room for a new caller at the connection limit.
     Shed,
+    /// Opened by an OS user the listener does not serve (`--egress-allow-uid`).
+    PeerUid,
 }
 
 impl Closed {
@@ -30,6 +32,7 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::Idle => "idle",
             Closed::Shed => "shed",
+            Closed::PeerUid => "peer_uid",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`server`]: listeners, the connection limit, the mode sniff, the TLS handshake, HTTP
 //!   serving, drain, the file watcher;
 //! - [`conn`]: open connections' activity, for the idle timeouts and shedding;
+//! - [`peer_uid`]: which OS user opened a loopback connection (`--egress-allow-uid`);
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
@@ -38,6 +39,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod peer_uid;
 pub mod pipeline;
 pub mod server;
 pub mod sidecar;

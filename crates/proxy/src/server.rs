@@ -24,7 +24,7 @@ use warden_model::MtlsMode;
 
 use crate::authz::Peer;
 use crate::config::Limits;
-use crate::conn::{Connections, InFlight, Registered};
+use crate::conn::{Closed, Connections, InFlight, Registered};
 pub use crate::error::BindError;
 use crate::http::ProxyBody;
 use crate::metrics::Metrics;
@@ -54,6 +54,9 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
+    /// The only OS users whose loopback connections this listener serves (the sidecar's
+    /// egress: one agent's app, not every local process); empty serves everyone.
+    pub allowed_uids: Vec<u32>,
     http: auto::Builder<TokioExecutor>,
 }
 
@@ -75,8 +78,34 @@ impl Server {
             tls,
             metrics,
             limits,
+            allowed_uids: Vec::new(),
             http,
         }
+    }
+
+    /// Serves only connections opened by one of `uids` (see [`crate::peer_uid`]; none: every
+    /// connection); others are closed before a byte is read and counted as
+    /// `warden_connections_closed_total{reason="peer_uid"}`.
+    pub fn only_for_uids(mut self, uids: Vec<u32>) -> Self {
+        self.allowed_uids = uids;
+        self
+    }
+
+    /// Whether the connection from `remote` on `tcp` may be served.
+    fn admits(&self, tcp: &TcpStream, remote: SocketAddr) -> bool {
+        if self.allowed_uids.is_empty() {
+            return true;
+        }
+        let owner = tcp
+            .local_addr()
+            .ok()
+            .and_then(|local| crate::peer_uid::client_uid(local, remote));
+        if owner.is_some_and(|uid| self.allowed_uids.contains(&uid)) {
+            return true;
+        }
+        tracing::warn!(%remote, ?owner, allowed = ?self.allowed_uids, "connection refused: opened by another OS user");
+        self.metrics.connection_closed(Closed::PeerUid.reason());
+        false
     }
 }
 
@@ -236,6 +265,9 @@ async fn connection<S: Service>(
     stop: watch::Receiver<bool>,
     registered: Registered,
 ) {
+    if !server.admits(&tcp, remote) {
+        return;
+    }
     // The mode is read once per connection: a change applies to new connections.
     let mode = service.mode();
     let limits = &server.limits;

@@ -119,7 +119,10 @@ pub async fn run(
     );
     drain.listen(mesh, Arc::new(listener), inbound);
     if let Some(socket) = egress {
-        let local = Arc::new(Server::new(None, metrics, limits));
+        let local = Arc::new(
+            Server::new(None, metrics, limits)
+                .only_for_uids(sidecar.config.egress_allow_uids.clone()),
+        );
         let listener = Listener::new(
             sidecar.egress_steps(),
             sidecar.policy.clone(),

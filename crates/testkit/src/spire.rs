@@ -139,21 +139,7 @@ impl Spire {
     /// threads fork can leave the copy open for writing in a child, and exec then fails
     /// with ETXTBSY. For the same reason a copy is made once and never written over.
     pub fn readable_copy(&self, binary: &Path) -> PathBuf {
-        if world_executable(binary) {
-            return binary.to_owned();
-        }
-        let bin = self.dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("mkdir bin");
-        let name = binary.file_name().expect("a file name");
-        let copy = bin.join(name);
-        if copy.exists() {
-            return copy;
-        }
-        let tmp = bin.join(format!(".{}.new", name.to_string_lossy()));
-        std::fs::copy(binary, &tmp).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod copy");
-        std::fs::rename(&tmp, &copy).expect("rename copy");
-        copy
+        readable_copy(binary, self.dir.path())
     }
 
     /// Runs `spire-server ARGS -socketPath <server socket>`; panics with its output on failure.
@@ -269,6 +255,26 @@ impl Spire {
     }
 }
 
+/// `binary` copied into `dir/bin` (0755; `dir` must be searchable by all), where any uid can
+/// run it, unless any uid can already run it where it is. See [`Spire::readable_copy`].
+pub fn readable_copy(binary: &Path, dir: &Path) -> PathBuf {
+    if world_executable(binary) {
+        return binary.to_owned();
+    }
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let name = binary.file_name().expect("a file name");
+    let copy = bin.join(name);
+    if copy.exists() {
+        return copy;
+    }
+    let tmp = bin.join(format!(".{}.new", name.to_string_lossy()));
+    std::fs::copy(binary, &tmp).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod copy");
+    std::fs::rename(&tmp, &copy).expect("rename copy");
+    copy
+}
+
 /// `program` run as `uid`/`uid` with no supplementary groups, through `setpriv`.
 pub fn as_uid(uid: u32, program: &Path) -> Command {
     let mut command = Command::new("setpriv");
@@ -289,7 +295,8 @@ fn world_executable(binary: &Path) -> bool {
         .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
-fn running_as_root() -> bool {
+/// Whether the tests run as root (needed to run workloads as other uids).
+pub fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
