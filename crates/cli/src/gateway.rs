@@ -73,7 +73,11 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let (source, _cluster) = match (args.kubernetes, args.snapshot) {
         (true, _) => {
             let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
-            let cluster = warden_kube::gateway::ClusterSource::start(client).await;
+            // Waiting for the cluster's first sync must not outlive a SIGTERM.
+            let cluster = tokio::select! {
+                cluster = warden_kube::gateway::ClusterSource::start(client) => cluster,
+                () = crate::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            };
             (cluster.source(), Some(cluster))
         }
         (false, Some(snapshot)) => {

@@ -261,29 +261,30 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
 }
 
 pub(crate) async fn run(mut args: SidecarArgs) -> anyhow::Result<ExitCode> {
-    // Held for the life of the sidecar: it keeps the snapshot file current.
-    let _mirror = match args.kubernetes {
-        true => {
-            let dir = std::env::temp_dir().join(format!("warden-sidecar-{}", std::process::id()));
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .recursive(true)
-                .create(&dir)
-                .with_context(|| format!("{}", dir.display()))?;
-            let path = dir.join("snapshot.json");
-            let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
-            let mirror = warden_kube::publish::SnapshotMirror::start(
-                client,
-                &args.control_namespace,
-                path.clone(),
-            )
-            .await;
-            args.snapshot = Some(path);
-            Some(mirror)
-        }
-        false => None,
+    if !args.kubernetes {
+        warden_proxy::run(config(args)?, crate::shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // --kubernetes: the published snapshot mirrored into a private file the sidecar watches.
+    let dir = std::env::temp_dir().join(format!("warden-sidecar-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .with_context(|| format!("{}", dir.display()))?;
+    let path = dir.join("snapshot.json");
+    let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
+    let start =
+        warden_kube::publish::SnapshotMirror::start(client, &args.control_namespace, path.clone());
+    // Waiting for the first snapshot must not outlive a SIGTERM.
+    let mirror = tokio::select! {
+        mirror = start => mirror,
+        () = crate::shutdown_signal() => return Ok(ExitCode::SUCCESS),
     };
-    let config = config(args)?;
-    warden_proxy::run(config, crate::shutdown_signal()).await?;
+    args.snapshot = Some(path);
+    let result = warden_proxy::run(config(args)?, crate::shutdown_signal()).await;
+    drop(mirror);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,9 +2,12 @@
 //! kubelet) and real SPIRE: the gateway compiles the cluster's Agents, MeshConfig,
 //! Namespaces and Secrets live, routes to the EndpointSlice the test writes (pointing at a
 //! local `warden sidecar` that stands in for the specialist's pod), and decides on
-//! SPIRE-issued IDs. Live re-evaluation: relabelling `team-alpha` makes the gateway's next
-//! decision a denial, and rotating the `headersFrom` Secret changes the next forwarded
-//! header, each measured and required within 1 s.
+//! SPIRE-issued IDs. Live re-evaluation: relabelling `team-alpha` or editing the target
+//! Agent makes the gateway's next decision a denial, and rotating the `headersFrom` Secret
+//! changes the next forwarded header, each measured and required within 1 s. Then the real
+//! `warden controller` writes the Agents' status, `warden status/verify --kubeconfig` report
+//! and verify the mesh, and a `warden sidecar --kubernetes` decides by the snapshot the
+//! controller publishes.
 //!
 //! Skipped, loudly, when scripts/install-test-deps.sh has not built SPIRE or Kubernetes.
 
@@ -18,16 +21,17 @@ use std::time::{Duration, Instant};
 
 use common::spire::{Client, sidecar_on, wait_ready, warden_as};
 use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, WARDEN, compile_example, headers};
-use warden_kube::watch::{MeshWatch, WatchOptions};
 use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
-use warden_testkit::process::{Running, free_addr, spawn_logged, wait_listening};
+use warden_testkit::process::{Running, free_addr, spawn_logged, wait_listening, wait_until};
 use warden_testkit::spire::{Entry, Spire};
 
 const UID_SPECIALIST: u32 = 42001;
 const UID_GATEWAY: u32 = 42002;
 const UID_ORCHESTRATOR: u32 = 42003;
 const UID_ROGUE: u32 = 42004;
+
+const CONTROLLER: &str = "spiffe://warden.local/ns/warden-system/sa/warden-controller";
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -39,23 +43,6 @@ fn example(file: &str) -> String {
         .join("../../examples/cross-namespace-a2a")
         .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Applies Warden's CRDs (as a JSON List) and waits until the apiserver serves them.
-fn install_crds(api: &KubeApi) {
-    let list = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": warden_kube::crd::crds(),
-    });
-    api.apply(&list.to_string());
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agents.warden.dev",
-        "crd/meshconfigs.warden.dev",
-    ]);
 }
 
 /// An agent's "pod" as the cluster knows it: an EndpointSlice (labelled like a Service's)
@@ -212,12 +199,17 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         Entry::new(GATEWAY, UID_GATEWAY, HOUR),
         Entry::new(ORCHESTRATOR, UID_ORCHESTRATOR, HOUR),
         Entry::new(ROGUE, UID_ROGUE, HOUR),
+        // The controller runs as the test's own uid.
+        Entry::new(CONTROLLER, 0, HOUR),
     ];
     let Some(spire) = Spire::start("warden.local", &entries) else {
         return;
     };
     let Some(api) = KubeApi::start() else { return };
-    install_crds(&api);
+    let crds = warden_kube::crd::crds();
+    api.apply_crds(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": crds}).to_string(),
+    );
     api.apply(&example("mesh.yaml"));
     api.apply(&example("agents.yaml"));
 
@@ -327,6 +319,33 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     eprintln!("Secret rotation → the next forwarded header is the new one after {took:?}");
     assert!(took <= LIVE_LIMIT, "the rotation took {took:?}");
 
+    // Edit the target Agent (deny the orchestrator by ID), then undo it: each edit decides
+    // the gateway's next request.
+    let denied =
+        r#"{"spec":{"deniedCallers":["spiffe://warden.local/ns/team-alpha/sa/orchestrator"]}}"#;
+    let patch_specialist = |patch: &str| {
+        let args = [
+            "patch",
+            "agents.warden.dev",
+            "specialist",
+            "-n",
+            "team-beta",
+        ];
+        api.kubectl_ok(&[&args[..], &["--type=merge", "-p", patch]].concat());
+    };
+    let edited = Instant::now();
+    patch_specialist(denied);
+    let took = until(&orchestrator, &url, edited, LIVE_LIMIT, |status, body| {
+        status == "403" && body.contains("denied_callers")
+    });
+    eprintln!("target Agent edited (deniedCallers) → denied after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the Agent edit took {took:?}");
+    let edited = Instant::now();
+    patch_specialist(r#"{"spec":{"deniedCallers":[]}}"#);
+    let took = until(&orchestrator, &url, edited, LIVE_LIMIT, |s, _| s == "200");
+    eprintln!("target Agent edit undone → admitted after {took:?}");
+    assert!(took <= LIVE_LIMIT, "the undo took {took:?}");
+
     // `warden status --kubeconfig`: the Agents as the cluster holds them, where their pods
     // are, and the gateway (not deployed in this cluster: it runs here).
     let _orchestrator_pod = echo_pod(
@@ -337,6 +356,41 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     );
     let _rogue_pod = echo_pod(&api, &spire, &snapshot, ("team-gamma", "rogue", UID_ROGUE));
     let kube = api.kubeconfig().to_str().unwrap();
+    // The controller (its SVID from SPIRE): statuses, cards over mTLS, the sidecars' snapshot.
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: warden-system\n");
+    let controller_log = spire.dir().join("controller.log");
+    let _controller = spawn_logged(
+        Command::new(WARDEN)
+            .args([
+                "controller",
+                "--kubeconfig",
+                kube,
+                "--namespace",
+                "warden-system",
+            ])
+            .args(["--identity", "kgw-test", "--workload-api", &endpoint]),
+        &controller_log,
+    );
+    let started = Instant::now();
+    wait_until(
+        "every card over mTLS",
+        Duration::from_secs(60),
+        &controller_log,
+        || {
+            let cards = api.kubectl_ok(&[
+                "get",
+                "agents.warden.dev",
+                "-A",
+                "-o",
+                "jsonpath={.items[*].status.card.transportSecurity}",
+            ]);
+            cards.split_whitespace().filter(|c| *c == "mtls").count() == 3
+        },
+    );
+    eprintln!(
+        "controller: every card over mTLS after {:?}",
+        started.elapsed()
+    );
     let (ok, table) = warden(&["status", "--kubeconfig", kube]);
     eprintln!("{table}");
     assert!(ok, "{table}");
@@ -348,6 +402,10 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         row.contains(" Strict ") && row.contains(&inbound.to_string()),
         "{row}"
     );
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // AGENT MODE ACCEPTED MTLSREADY CARD READY ENDPOINT SPIFFE-ID (the attested one)
+    assert_eq!(columns[2..5], ["True", "True", "mtls"], "{row}");
+    assert_eq!(columns.last(), Some(&SPECIALIST), "{row}");
     assert!(table.contains("gateway: Deployment warden-system/warden-gateway not found"));
     let (ok, json) = warden(&["status", "--kubeconfig", kube, "-o", "json"]);
     assert!(ok, "{json}");
@@ -356,8 +414,8 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
 
     // `warden verify --kubeconfig` against this gateway, calling as the orchestrator and the
     // rogue (SPIRE SVIDs): kagent's checks (cards through the gateway, delegation, rogue
-    // rejected, direct call blocked) plus the audit. MTLSReady and the card's attested ID
-    // are the controller's to write; no controller runs here, so that row must say so.
+    // rejected, direct call blocked) plus MTLSReady (as the controller wrote it) and the
+    // audit.
     let started = Instant::now();
     let gateway_url = format!("https://{listen}");
     let (orchestrator_svid, rogue_svid) = (
@@ -390,6 +448,7 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         "every denied pair of agents is refused",
         "a direct call to team-beta/specialist's sidecar that skips the gateway is refused",
         "the audit log holds this run's allowed and denied calls",
+        "every agent with mTLS is MTLSReady and its card was fetched over mTLS",
     ] {
         let row = rows.iter().find(|r| r.contains(expected));
         assert!(
@@ -397,33 +456,12 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
             "{expected}: {row:?}\n{report}"
         );
     }
-    let mtls = rows
-        .iter()
-        .find(|r| r.contains("MTLSReady"))
-        .unwrap_or_else(|| panic!("no MTLSReady row:\n{report}"));
-    assert!(
-        mtls.starts_with("FAIL") && mtls.contains("MTLSReady=?"),
-        "{mtls}"
-    );
-    assert!(
-        !ok,
-        "verify must fail while MTLSReady is not reported:\n{report}"
-    );
+    assert_eq!(rows.len(), 8, "{report}");
+    assert!(ok, "{report}");
 
     // Sidecars in the cluster: `warden sidecar --kubernetes` decides by the snapshot the
-    // controller publishes (this test process publishes it, standing in for the controller's
-    // leader: kube::publish::publish_loop over the same MeshWatch); a relabel reaches the
-    // sidecar's next decision within the second too.
-    let client = warden_kube::client(Some(api.kubeconfig()))
-        .await
-        .expect("client");
-    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: warden-system\n");
-    let mesh = MeshWatch::start(client.clone(), WatchOptions::default());
-    let publisher = tokio::spawn(warden_kube::publish::publish_loop(
-        client,
-        "warden-system".into(),
-        mesh.subscribe(),
-    ));
+    // controller publishes (kube::publish); a relabel reaches the sidecar's next decision
+    // within the second too.
     let sidecar_kubeconfig = kubeconfig_for(&api, &spire, UID_SPECIALIST);
     let (_kube_sidecar, kube_inbound, _) = sidecar_on(
         &spire,
@@ -471,7 +509,6 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
         "delegation header values must not be published: {published}"
     );
     api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access=specialist"]);
-    publisher.abort();
 
     // The pod goes away (its slice's endpoint turns unready): no endpoint, 503.
     let gone = Instant::now();

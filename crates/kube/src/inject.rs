@@ -191,6 +191,12 @@ pub fn sidecar_container(template: &SidecarTemplate, plan: &InjectionPlan) -> Co
         gateway_id,
         "--trust-domain".into(),
         plan.trust_domain.clone(),
+        // The agent's policy, live: the snapshot the controller publishes (kube::publish).
+        "--kubernetes".into(),
+        "--agent".into(),
+        format!("{}/{}", plan.namespace, plan.name),
+        "--control-namespace".into(),
+        template.control_namespace.clone(),
     ];
     Container {
         name: SIDECAR_NAME.into(),
@@ -424,6 +430,8 @@ mod tests {
         let flag = |f: &str| args[args.iter().position(|a| *a == f).unwrap() + 1];
         assert_eq!(flag("--inbound"), "$(POD_IP):8080");
         assert_eq!(flag("--app"), "127.0.0.1:8080");
+        assert!(args.contains(&"--kubernetes"), "{args:?}");
+        assert_eq!(flag("--control-namespace"), "warden-system");
         assert_eq!(
             flag("--gateway-id"),
             "spiffe://example.org/ns/warden-system/sa/warden-gateway"

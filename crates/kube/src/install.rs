@@ -205,26 +205,63 @@ fn rbac(opts: &InstallOptions, component: &str, out: &mut Vec<Value>) {
             ("Role", "rbac.authorization.k8s.io/v1"),
             &Role {
                 metadata: meta(component, Some(ns), component),
-                rules: Some(vec![rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["get", "create", "update"],
-                )]),
+                rules: Some(vec![
+                    rule(
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                        &["get", "create", "update"],
+                    ),
+                    // The sidecars' snapshot (kube::publish): created once, then patched.
+                    rule(&[""], &["configmaps"], &["create"]),
+                    PolicyRule {
+                        resource_names: Some(vec![crate::publish::SNAPSHOT_CONFIGMAP.into()]),
+                        ..rule(&[""], &["configmaps"], &["get", "patch"])
+                    },
+                ]),
             },
         ));
-        out.push(to_value(
-            ("RoleBinding", "rbac.authorization.k8s.io/v1"),
-            &RoleBinding {
-                metadata: meta(component, Some(ns), component),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "Role".into(),
-                    name: component.into(),
-                },
-                subjects: Some(vec![subject]),
-            },
-        ));
+        out.push(role_binding(component, ns, subject));
     }
+}
+
+/// A RoleBinding named like its Role, in `ns`, for `subject`.
+fn role_binding(name: &str, ns: &str, subject: Subject) -> Value {
+    to_value(
+        ("RoleBinding", "rbac.authorization.k8s.io/v1"),
+        &RoleBinding {
+            metadata: meta(name, Some(ns), name),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![subject]),
+        },
+    )
+}
+
+/// Every agent's sidecar (any ServiceAccount) may read the published snapshot, and nothing
+/// else in the control namespace: one ConfigMap by name.
+fn snapshot_readers(opts: &InstallOptions, out: &mut Vec<Value>) {
+    let name = "warden-snapshot-reader";
+    let ns = opts.namespace.as_str();
+    out.push(to_value(
+        ("Role", "rbac.authorization.k8s.io/v1"),
+        &Role {
+            metadata: meta(name, Some(ns), name),
+            rules: Some(vec![PolicyRule {
+                resource_names: Some(vec![crate::publish::SNAPSHOT_CONFIGMAP.into()]),
+                ..rule(&[""], &["configmaps"], &READ)
+            }]),
+        },
+    ));
+    let every_service_account = Subject {
+        kind: "Group".into(),
+        name: "system:serviceaccounts".into(),
+        namespace: None,
+        api_group: Some("rbac.authorization.k8s.io".into()),
+    };
+    out.push(role_binding(name, ns, every_service_account));
 }
 
 fn http_probe(path: &str, port: u16, https: bool) -> Probe {
@@ -570,6 +607,7 @@ pub fn objects(opts: &InstallOptions) -> Vec<Value> {
     for component in ["warden-controller", "warden-gateway"] {
         rbac(opts, component, &mut out);
     }
+    snapshot_readers(opts, &mut out);
     if in_cluster_webhook {
         rbac(opts, "warden-webhook", &mut out);
     }

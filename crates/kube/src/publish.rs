@@ -155,6 +155,26 @@ async fn publish_if_changed(
     Ok(())
 }
 
+/// [`publish_loop`] while `leader` says this replica leads (the controller's Lease), stopped
+/// when it stops leading; returns when either channel closes.
+pub async fn publish_while_leading(
+    client: kube::Client,
+    namespace: String,
+    states: watch::Receiver<Arc<MeshState>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    loop {
+        if leader.wait_for(|leading| *leading).await.is_err() {
+            return;
+        }
+        let publishing = publish_loop(client.clone(), namespace.clone(), states.clone());
+        tokio::select! {
+            () = publishing => return,
+            lost = leader.wait_for(|leading| !*leading) => if lost.is_err() { return },
+        }
+    }
+}
+
 /// Keeps a sidecar's snapshot file equal to the published snapshot; dropping it stops.
 pub struct SnapshotMirror {
     task: JoinHandle<()>,

@@ -136,6 +136,13 @@ pub async fn run(
         lease.clone(),
         leader_tx,
     )));
+    // The sidecars' snapshot, written by the leader (docs/ARCHITECTURE.md: why one object).
+    tasks.push(tokio::spawn(crate::publish::publish_while_leading(
+        client.clone(),
+        config.namespace.clone(),
+        mesh.subscribe(),
+        leader_rx.clone(),
+    )));
     let reconciler = reconcile::Reconciler::new(
         client.clone(),
         &config,
