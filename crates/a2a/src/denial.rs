@@ -159,8 +159,9 @@ impl Denial<'_> {
     }
 }
 
-/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
-fn grpc_percent_encode(message: &str) -> String {
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX` (shared
+/// with the proxy's other gRPC refusals, so every `grpc-message` decodes the same way).
+pub fn grpc_percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for byte in message.bytes() {
         if (0x20..=0x7e).contains(&byte) && byte != b'%' {

@@ -33,6 +33,32 @@ pub fn route_host<'h>(host: &'h str, domain: &str) -> Option<(&'h str, &'h str)>
     (label(agent) && label(namespace)).then_some((namespace, agent))
 }
 
+/// Checks that `domain` can carry agent host names: dot-separated DNS labels (ASCII letters,
+/// digits and `-`, 1–63 characters, not starting or ending with `-`), 253 characters at most.
+/// `Err` says which rule the domain broke, for the user who wrote it.
+pub fn check_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() || domain.len() > 253 {
+        return Err(format!(
+            "{domain:?} is not a DNS domain: it must be 1 to 253 characters"
+        ));
+    }
+    for label in domain.split('.') {
+        let valid = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !valid {
+            return Err(format!(
+                "{domain:?} is not a DNS domain: label {label:?} must be 1 to 63 letters, digits \
+                 or '-', not starting or ending with '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `host` without a trailing `:port` (IPv6 literals keep their brackets).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -69,6 +95,25 @@ mod tests {
             ),
             Some(("team-beta", "specialist"))
         );
+    }
+
+    #[test]
+    fn domains_must_be_dns_names() {
+        for good in [DEFAULT_DOMAIN, "agents.example.com", "x"] {
+            assert_eq!(check_domain(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ".a2a.localhost",
+            "a2a..localhost",
+            "a2a.localhost.",
+            "-a.b",
+            "a_b.c",
+            "a b",
+        ] {
+            let error = check_domain(bad).expect_err(bad);
+            assert!(error.contains("is not a DNS domain"), "{bad}: {error}");
+        }
     }
 
     #[test]

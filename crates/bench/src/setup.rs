@@ -54,19 +54,41 @@ impl Drop for Scratch {
     }
 }
 
+/// A third-party proxy terminating the same mTLS (nginx, HAProxy), or why it is not running.
+pub type ThirdParty = Result<(SocketAddr, Vec<u32>), String>;
+
+/// One set of Warden's processes, all from one binary: the Strict sidecar of `sidecar-mtls`
+/// and the egress sidecar, gateway and target sidecar of `mesh-path`.
+struct Wardens {
+    sidecar: SocketAddr,
+    sidecar_pid: u32,
+    egress: SocketAddr,
+    gateway: SocketAddr,
+    gateway_pid: u32,
+    /// Egress sidecar, gateway, target sidecar.
+    mesh_pids: Vec<u32>,
+    idle_sidecar_rss: Option<u64>,
+    idle_gateway_rss: Option<u64>,
+}
+
+/// The certificates and snapshot every set of Warden's processes starts from.
+struct Material {
+    server: PathBuf,
+    client: PathBuf,
+    gateway: PathBuf,
+    snapshot: PathBuf,
+}
+
 pub struct Env {
     upstream: SocketAddr,
     client: Arc<Upstreams>,
     tls: Arc<rustls::ClientConfig>,
-    sidecar: SocketAddr,
-    sidecar_pid: u32,
-    egress: SocketAddr,
-    mesh_pids: Vec<u32>,
-    nginx: Option<(SocketAddr, Vec<u32>)>,
-    nginx_skip: String,
+    warden: Wardens,
+    /// The same processes from the `--baseline` binary, for before/after in one run.
+    baseline: Option<Wardens>,
+    nginx: ThirdParty,
+    haproxy: ThirdParty,
     _procs: Procs,
-    idle_sidecar_rss: Option<u64>,
-    idle_gateway_rss: Option<u64>,
     /// Last, so that it goes after the processes that use it have stopped.
     _dir: Scratch,
 }
@@ -130,9 +152,147 @@ fn s(v: impl ToString) -> String {
     v.to_string()
 }
 
+/// Starts one set of Warden's processes from `warden`, naming their logs after `tag`.
+async fn start_wardens(
+    warden: &Path,
+    tag: &str,
+    dir: &Path,
+    m: &Material,
+    upstream: SocketAddr,
+    procs: &mut Procs,
+) -> anyhow::Result<Wardens> {
+    let (sidecar, mesh_in, egress, client_in, gateway) =
+        (free()?, free()?, free()?, free()?, free()?);
+    let gw_id = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
+    let log = |name: &str| dir.join(format!("{tag}-{name}.log"));
+    let first = procs.0.len();
+    // sidecar-mtls: a Strict sidecar in front of the upstream.
+    procs.0.push(spawn(
+        warden,
+        &[
+            s("sidecar"),
+            s("--inbound"),
+            s(sidecar),
+            s("--app"),
+            s(upstream),
+            s("--mode"),
+            s("strict"),
+            s("--svid-dir"),
+            s(m.server.display()),
+            // Room for the 1,000 held connections on top of the load runs' pool.
+            s("--max-connections"),
+            s(4096),
+        ],
+        &log("sidecar"),
+    )?);
+    // mesh-path: client sidecar egress → gateway → server sidecar → upstream.
+    procs.0.push(spawn(
+        warden,
+        &[
+            s("sidecar"),
+            s("--inbound"),
+            s(mesh_in),
+            s("--app"),
+            s(upstream),
+            s("--svid-dir"),
+            s(m.server.display()),
+            s("--snapshot"),
+            s(m.snapshot.display()),
+            s("--agent"),
+            s("bench-b/server"),
+        ],
+        &log("server-sidecar"),
+    )?);
+    // The gateway writes its audit log, as it does in a deployment.
+    procs.0.push(spawn(
+        warden,
+        &[
+            s("gateway"),
+            s("--listen"),
+            s(gateway),
+            s("--snapshot"),
+            s(m.snapshot.display()),
+            s("--svid-dir"),
+            s(m.gateway.display()),
+            s("--endpoint"),
+            format!("bench-b/server={mesh_in}"),
+            s("--audit-log"),
+            s(dir.join(format!("{tag}-audit.log")).display()),
+        ],
+        &log("gateway"),
+    )?);
+    procs.0.push(spawn(
+        warden,
+        &[
+            s("sidecar"),
+            s("--inbound"),
+            s(client_in),
+            s("--app"),
+            s(upstream),
+            s("--egress"),
+            s(egress),
+            s("--gateway-url"),
+            format!("http://{gateway}"),
+            s("--gateway-id"),
+            s(gw_id),
+            s("--svid-dir"),
+            s(m.client.display()),
+        ],
+        &log("client-sidecar"),
+    )?);
+    for addr in [sidecar, mesh_in, gateway, egress] {
+        wait_listening(addr)?;
+    }
+    let pids: Vec<u32> = procs.0[first..].iter().map(|p| p.id()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(Wardens {
+        sidecar,
+        sidecar_pid: pids[0],
+        egress,
+        gateway,
+        gateway_pid: pids[2],
+        mesh_pids: vec![pids[3], pids[2], pids[1]],
+        idle_sidecar_rss: rss_kib(pids[0]),
+        idle_gateway_rss: rss_kib(pids[2]),
+    })
+}
+
+/// Starts a third-party proxy when asked for, keeping its processes in `procs`.
+fn third_party(
+    wanted: bool,
+    procs: &mut Procs,
+    start: impl FnOnce() -> anyhow::Result<(SocketAddr, Child)>,
+) -> ThirdParty {
+    if !wanted {
+        return Err("not asked for".into());
+    }
+    match start() {
+        Ok((addr, child)) => {
+            let mut pids = vec![child.id()];
+            pids.extend(children_of(child.id()));
+            procs.0.push(child);
+            Ok((addr, pids))
+        }
+        Err(e) => {
+            eprintln!("warden-bench: {e}");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Which optional parts of the environment to start.
+pub struct Wanted<'a> {
+    /// Start nginx.
+    pub nginx: bool,
+    /// Start HAProxy.
+    pub haproxy: bool,
+    /// Also start Warden's processes from this binary.
+    pub baseline: Option<&'a Path>,
+}
+
 impl Env {
-    /// Starts the upstream and Warden's processes, and nginx when `with_nginx`.
-    pub async fn start(warden: &Path, with_nginx: bool) -> anyhow::Result<Self> {
+    /// Starts the upstream and Warden's processes, and what `wanted` names.
+    pub async fn start(warden: &Path, wanted: Wanted<'_>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("warden-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let scratch = Scratch(dir.clone());
@@ -172,118 +332,38 @@ impl Env {
         let snapshot = warden_model::compile(&loaded, 1).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let snap = dir.join("snapshot.json");
         std::fs::write(&snap, serde_json::to_vec(&snapshot)?)?;
+        let material = Material {
+            server: server_dir.clone(),
+            client: client_dir,
+            gateway: gateway_dir,
+            snapshot: snap,
+        };
 
         let upstream = upstream().await?;
-        let (sidecar, mesh_in, egress, client_in, gateway) =
-            (free()?, free()?, free()?, free()?, free()?);
-        let gw_id = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
         // In the guard from the first spawn on: a failed start stops what it started.
         let mut procs = Procs(Vec::new());
-        // sidecar-mtls: a Strict sidecar in front of the upstream.
-        procs.0.push(spawn(
-            warden,
-            &[
-                s("sidecar"),
-                s("--inbound"),
-                s(sidecar),
-                s("--app"),
-                s(upstream),
-                s("--mode"),
-                s("strict"),
-                s("--svid-dir"),
-                s(server_dir.display()),
-                // Room for the 1,000 held connections on top of the load runs' pool.
-                s("--max-connections"),
-                s(4096),
-            ],
-            &dir.join("sidecar.log"),
-        )?);
-        // mesh-path: client sidecar egress → gateway → server sidecar → upstream.
-        procs.0.push(spawn(
-            warden,
-            &[
-                s("sidecar"),
-                s("--inbound"),
-                s(mesh_in),
-                s("--app"),
-                s(upstream),
-                s("--svid-dir"),
-                s(server_dir.display()),
-                s("--snapshot"),
-                s(snap.display()),
-                s("--agent"),
-                s("bench-b/server"),
-            ],
-            &dir.join("server-sidecar.log"),
-        )?);
-        procs.0.push(spawn(
-            warden,
-            &[
-                s("gateway"),
-                s("--listen"),
-                s(gateway),
-                s("--snapshot"),
-                s(snap.display()),
-                s("--svid-dir"),
-                s(gateway_dir.display()),
-                s("--endpoint"),
-                format!("bench-b/server={mesh_in}"),
-            ],
-            &dir.join("gateway.log"),
-        )?);
-        procs.0.push(spawn(
-            warden,
-            &[
-                s("sidecar"),
-                s("--inbound"),
-                s(client_in),
-                s("--app"),
-                s(upstream),
-                s("--egress"),
-                s(egress),
-                s("--gateway-url"),
-                format!("http://{gateway}"),
-                s("--gateway-id"),
-                s(gw_id),
-                s("--svid-dir"),
-                s(client_dir.display()),
-            ],
-            &dir.join("client-sidecar.log"),
-        )?);
-        for addr in [sidecar, mesh_in, gateway, egress] {
-            wait_listening(addr)?;
-        }
-        let pids: Vec<u32> = procs.0.iter().map(|p| p.id()).collect();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle_sidecar_rss = rss_kib(pids[0]);
-        let idle_gateway_rss = rss_kib(pids[2]);
-        let started = if with_nginx {
+        let ours = start_wardens(warden, "warden", &dir, &material, upstream, &mut procs).await?;
+        let baseline = match wanted.baseline {
+            Some(binary) => Some(
+                start_wardens(binary, "baseline", &dir, &material, upstream, &mut procs).await?,
+            ),
+            None => None,
+        };
+        let nginx = third_party(wanted.nginx, &mut procs, || {
             start_nginx(&dir, upstream, &server_dir)
-        } else {
-            Err(anyhow::anyhow!("not asked for"))
-        };
-        let (nginx, nginx_skip) = match started {
-            Ok((addr, child)) => {
-                let mut npids = vec![child.id()];
-                npids.extend(children_of(child.id()));
-                procs.0.push(child);
-                (Some((addr, npids)), String::new())
-            }
-            Err(e) => (None, e.to_string()),
-        };
+        });
+        let haproxy = third_party(wanted.haproxy, &mut procs, || {
+            start_haproxy(&dir, upstream, &server_dir)
+        });
         Ok(Self {
             upstream,
             client,
             tls: Arc::new(tls),
-            sidecar,
-            sidecar_pid: pids[0],
-            egress,
-            mesh_pids: vec![pids[3], pids[2], pids[1]],
+            warden: ours,
+            baseline,
             nginx,
-            nginx_skip,
+            haproxy,
             _procs: procs,
-            idle_sidecar_rss,
-            idle_gateway_rss,
             _dir: scratch,
         })
     }
@@ -305,6 +385,14 @@ impl Env {
         })
     }
 
+    fn wardens(&self, baseline: bool) -> Option<&Wardens> {
+        if baseline {
+            self.baseline.as_ref()
+        } else {
+            Some(&self.warden)
+        }
+    }
+
     pub fn direct(&self) -> Arc<Target> {
         self.target(
             format!("http://{}/", self.upstream),
@@ -314,27 +402,32 @@ impl Env {
         )
     }
 
-    pub fn sidecar(&self) -> Arc<Target> {
-        self.target(
-            format!("https://{}/", self.sidecar),
-            Some(SERVER),
-            vec![self.sidecar_pid],
-            self.sidecar,
-        )
-    }
-
-    pub fn mesh_path(&self) -> Arc<Target> {
-        self.target(
-            format!("http://{}/api/a2a/bench-b/server/", self.egress),
-            None,
-            self.mesh_pids.clone(),
-            self.egress,
-        )
-    }
-
-    pub fn nginx(&self) -> Option<Arc<Target>> {
-        let (addr, pids) = self.nginx.as_ref()?;
+    /// The Strict sidecar (of the `--baseline` binary when `baseline`, if one was given).
+    pub fn sidecar(&self, baseline: bool) -> Option<Arc<Target>> {
+        let w = self.wardens(baseline)?;
         Some(self.target(
+            format!("https://{}/", w.sidecar),
+            Some(SERVER),
+            vec![w.sidecar_pid],
+            w.sidecar,
+        ))
+    }
+
+    /// Egress → gateway → sidecar (of the `--baseline` binary when `baseline`).
+    pub fn mesh_path(&self, baseline: bool) -> Option<Arc<Target>> {
+        let w = self.wardens(baseline)?;
+        Some(self.target(
+            format!("http://{}/api/a2a/bench-b/server/", w.egress),
+            None,
+            w.mesh_pids.clone(),
+            w.egress,
+        ))
+    }
+
+    /// A third-party proxy's target, or why it is not running.
+    fn third_party_target(&self, peer: &ThirdParty) -> Result<Arc<Target>, String> {
+        let (addr, pids) = peer.as_ref().map_err(Clone::clone)?;
+        Ok(self.target(
             format!("https://{addr}/"),
             Some(SERVER),
             pids.clone(),
@@ -342,63 +435,81 @@ impl Env {
         ))
     }
 
-    pub fn nginx_skip_reason(&self) -> String {
-        self.nginx_skip.clone()
+    /// nginx terminating the same mTLS, or why it is not running.
+    pub fn nginx(&self) -> Result<Arc<Target>, String> {
+        self.third_party_target(&self.nginx)
+    }
+
+    /// HAProxy terminating the same mTLS, or why it is not running.
+    pub fn haproxy(&self) -> Result<Arc<Target>, String> {
+        self.third_party_target(&self.haproxy)
     }
 
     /// Sidecar RSS idle (at start) and with 1,000 open mTLS connections.
     pub async fn sidecar_memory(&self) -> anyhow::Result<(Option<u64>, Option<u64>)> {
-        let held = hold_connections(&self.sidecar(), 1000).await?;
+        let held = hold_connections(&self.direct_sidecar(), 1000).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let loaded = rss_kib(self.sidecar_pid);
+        let loaded = rss_kib(self.warden.sidecar_pid);
         drop(held);
-        Ok((self.idle_sidecar_rss, loaded))
+        Ok((self.warden.idle_sidecar_rss, loaded))
     }
 
+    fn direct_sidecar(&self) -> Arc<Target> {
+        self.target(
+            format!("https://{}/", self.warden.sidecar),
+            Some(SERVER),
+            vec![self.warden.sidecar_pid],
+            self.warden.sidecar,
+        )
+    }
+
+    /// The gateway's RSS at start, before any load.
     pub fn gateway_rss(&self) -> Option<u64> {
-        self.idle_gateway_rss
+        self.warden.idle_gateway_rss
+    }
+
+    /// The gateway's listener and process.
+    pub fn gateway(&self) -> (SocketAddr, u32) {
+        (self.warden.gateway, self.warden.gateway_pid)
     }
 }
 
+/// The client and server sides of nginx's and HAProxy's mTLS: the server's SVID, and the
+/// bundle client certificates must chain to.
+fn peer_files(certs: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        certs.join("svid.pem"),
+        certs.join("svid_key.pem"),
+        certs.join("svid_bundle.pem"),
+    )
+}
+
 /// nginx terminating mTLS with the same certificates, proxying to the upstream with keep-alive.
-/// Installed from Debian's packages when missing and running as root.
 fn start_nginx(
     dir: &Path,
     upstream: SocketAddr,
     certs: &Path,
 ) -> anyhow::Result<(SocketAddr, Child)> {
-    let nginx = which("nginx").or_else(|| {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .ok()
-            .is_some_and(|o| o.stdout.starts_with(b"0"));
-        if root {
-            eprintln!("installing nginx-light from Debian for the nginx-mtls row…");
-            let _ = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nginx-light"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status();
-        }
-        which("nginx")
-    });
-    let nginx = nginx
-        .ok_or_else(|| anyhow::anyhow!("nginx is not installed (apt-get install nginx-light)"))?;
+    let nginx = which("nginx").ok_or_else(|| {
+        anyhow::anyhow!("nginx-mtls: nginx is not installed (scripts/install-bench-deps.sh)")
+    })?;
     let listen = free()?;
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))?;
+    let (cert, key, bundle) = peer_files(certs);
     let conf = format!(
         "worker_processes auto; daemon off; pid {p}/nginx.pid; error_log {p}/logs/error.log;\n\
          events {{ worker_connections 4096; }}\n\
          http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
            upstream up {{ server {upstream}; keepalive 64; }}\n\
            server {{ listen {listen} ssl; ssl_protocols TLSv1.3 TLSv1.2;\n\
-             ssl_certificate {c}/svid.pem; ssl_certificate_key {c}/svid_key.pem;\n\
-             ssl_client_certificate {c}/svid_bundle.pem; ssl_verify_client on; ssl_verify_depth 2;\n\
+             ssl_certificate {c}; ssl_certificate_key {k};\n\
+             ssl_client_certificate {b}; ssl_verify_client on; ssl_verify_depth 2;\n\
              location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
         p = prefix.display(),
-        c = certs.display()
+        c = cert.display(),
+        k = key.display(),
+        b = bundle.display(),
     );
     std::fs::write(prefix.join("nginx.conf"), conf)?;
     let child = Command::new(nginx)
@@ -412,6 +523,53 @@ fn start_nginx(
         .stderr(Stdio::null())
         .spawn()?;
     wait_listening(listen)?;
+    std::thread::sleep(Duration::from_millis(200));
+    Ok((listen, child))
+}
+
+/// HAProxy terminating mTLS with the same certificates (client certificate required, chained
+/// to the same bundle), proxying to the upstream over kept-alive, reused connections; one
+/// thread per CPU, as nginx's `worker_processes auto`.
+fn start_haproxy(
+    dir: &Path,
+    upstream: SocketAddr,
+    certs: &Path,
+) -> anyhow::Result<(SocketAddr, Child)> {
+    let haproxy = which("haproxy").ok_or_else(|| {
+        anyhow::anyhow!("haproxy-mtls: haproxy is not installed (scripts/install-bench-deps.sh)")
+    })?;
+    let listen = free()?;
+    let prefix = dir.join("haproxy");
+    std::fs::create_dir_all(&prefix)?;
+    let (cert, key, bundle) = peer_files(certs);
+    // HAProxy takes the certificate chain and its key in one file.
+    let mut combined = std::fs::read(&cert)?;
+    combined.extend(std::fs::read(&key)?);
+    let pem = prefix.join("server.pem");
+    std::fs::write(&pem, combined)?;
+    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let conf = format!(
+        "global\n  maxconn 8192\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n\
+         frontend mtls\n  bind {listen} ssl crt {pem} ca-file {b} verify required\n  default_backend up\n\
+         backend up\n  server up {upstream}\n",
+        pem = pem.display(),
+        b = bundle.display(),
+    );
+    let cfg = prefix.join("haproxy.cfg");
+    std::fs::write(&cfg, conf)?;
+    let log = std::fs::File::create(prefix.join("haproxy.log"))?;
+    let child = Command::new(haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    wait_listening(listen).map_err(|e| {
+        let why = std::fs::read_to_string(prefix.join("haproxy.log")).unwrap_or_default();
+        anyhow::anyhow!("haproxy-mtls: haproxy did not start ({e}): {why}")
+    })?;
     std::thread::sleep(Duration::from_millis(200));
     Ok((listen, child))
 }

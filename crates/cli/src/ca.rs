@@ -97,6 +97,10 @@ pub(crate) struct IssueArgs {
     /// Lifetime of the SVID.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// A DNS name to add beside the SPIFFE ID (repeatable; `*.team-beta.a2a.localhost`): for a
+    /// gateway whose clients check its host name, as every gRPC client does.
+    #[arg(long = "dns")]
+    dns: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -183,7 +187,7 @@ fn load(dir: &Path) -> anyhow::Result<CertificateAuthority> {
 fn issue(args: IssueArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let dir = args.dir.resolve(state_dir);
     let ca = load(&dir)?;
-    let svid = ca.issue_x509(&args.id, args.ttl)?;
+    let svid = ca.issue_x509_named(&args.id, &args.dns, args.ttl)?;
     svid.write_files(&args.out, ca.bundle())?;
     println!(
         "issued {} valid until {} into {}",

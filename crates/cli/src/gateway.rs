@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use warden_model::MtlsMode;
 use warden_proxy::config::{FileConfig, Limits};
-use warden_proxy::gateway::{AuditTarget, GatewayConfig};
+use warden_proxy::gateway::{AuditTarget, GatewayConfig, Source};
 
 use crate::sidecar::{IdentityArgs, LimitArgs};
 
@@ -21,8 +21,18 @@ pub(crate) struct GatewayArgs {
     #[arg(long)]
     admin: Option<SocketAddr>,
     /// The compiled snapshot (`warden compile`), watched: a change applies to the next request.
-    #[arg(long)]
-    snapshot: PathBuf,
+    #[arg(long, required_unless_present = "kubernetes")]
+    snapshot: Option<PathBuf>,
+    /// Take the snapshot from a cluster instead (Agents, MeshConfig, Namespaces, Secrets and
+    /// ConfigMaps, watched and compiled live) and each agent's addresses from its
+    /// EndpointSlices (labelled `kubernetes.io/service-name: <agent>`): every change applies
+    /// to the next request.
+    #[arg(long, conflicts_with_all = ["snapshot", "endpoint"])]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes [default: KUBECONFIG, ~/.kube/config, or the in-cluster
+    /// service account].
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
     /// permissive (mTLS and plaintext on the one port) or strict (mTLS only).
     #[arg(long, default_value = "permissive")]
     mode: MtlsMode,
@@ -59,16 +69,25 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     if args.mode == MtlsMode::Disabled {
         anyhow::bail!("--mode: the gateway runs permissive or strict");
     }
-    let mut endpoints = HashMap::new();
-    for text in &args.endpoint {
-        let (agent, addr) = text
-            .split_once('=')
-            .filter(|(agent, addr)| agent.contains('/') && !addr.is_empty())
-            .ok_or_else(|| {
-                anyhow::anyhow!("--endpoint {text:?}: expected NAMESPACE/AGENT=HOST:PORT")
-            })?;
-        endpoints.insert(agent.to_owned(), addr.to_owned());
-    }
+    // `_cluster` is held for the life of the gateway: dropping it stops the cluster watches.
+    let (source, _cluster) = match (args.kubernetes, args.snapshot) {
+        (true, _) => {
+            let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
+            let cluster = warden_kube::gateway::ClusterSource::start(client).await;
+            (cluster.source(), Some(cluster))
+        }
+        (false, Some(snapshot)) => {
+            let endpoints = endpoint_flags(&args.endpoint)?;
+            (
+                Source::Files {
+                    snapshot,
+                    endpoints,
+                },
+                None,
+            )
+        }
+        (false, None) => anyhow::bail!("--snapshot or --kubernetes is required"),
+    };
     let (identity, trust_domain) = args.identity.resolve(&FileConfig::default())?;
     let config = GatewayConfig {
         listen: args.listen,
@@ -76,8 +95,7 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         identity,
         trust_domain,
         mode: args.mode,
-        snapshot: args.snapshot,
-        endpoints,
+        source,
         audit: match args.audit_log.as_deref() {
             None => AuditTarget::None,
             Some("-") => AuditTarget::Stdout,
@@ -94,4 +112,19 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     };
     warden_proxy::gateway::run_gateway(config, crate::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--endpoint NAMESPACE/AGENT=HOST:PORT` flags.
+fn endpoint_flags(flags: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let mut endpoints = HashMap::new();
+    for text in flags {
+        let (agent, addr) = text
+            .split_once('=')
+            .filter(|(agent, addr)| agent.contains('/') && !addr.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--endpoint {text:?}: expected NAMESPACE/AGENT=HOST:PORT")
+            })?;
+        endpoints.insert(agent.to_owned(), addr.to_owned());
+    }
+    Ok(endpoints)
 }

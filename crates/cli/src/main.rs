@@ -2,6 +2,8 @@
 //! library crates; see `docs/ARCHITECTURE.md` for how the pieces fit.
 
 mod ca;
+mod cluster;
+mod controller;
 mod gateway;
 mod kubernetes;
 mod policy;
@@ -101,6 +103,9 @@ enum Command {
     /// Serve the validating and mutating admission webhooks over HTTPS (in the cluster, or
     /// outside it with --kubeconfig and `warden install --webhook-url`).
     Webhook(Box<kubernetes::WebhookArgs>),
+    /// Keep every Agent's status (Accepted, MTLSReady, CardDiscovered, Ready, the card fetched
+    /// over mTLS) and its workload's mode annotation in line with the compiled mesh.
+    Controller(Box<controller::ControllerArgs>),
     /// Run the validating webhook's checks offline over manifests (for CI before `kubectl
     /// apply`): exit 0 when every object would be admitted, 1 otherwise.
     Admission(kubernetes::AdmissionArgs),
@@ -190,6 +195,7 @@ fn main() -> ExitCode {
             Command::Install(args) => kubernetes::install(*args),
             Command::Uninstall(args) => kubernetes::uninstall(args),
             Command::Webhook(args) => kubernetes::webhook(*args).await,
+            Command::Controller(args) => controller::run(*args).await,
             Command::Admission(args) => kubernetes::admission(args),
             Command::Agent(AgentCommand::Echo(args)) => {
                 let config = warden_a2a::echo::EchoConfig {

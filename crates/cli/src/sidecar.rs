@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 use clap::Args;
 use warden_identity::{SpiffeId, TrustDomain};
@@ -176,9 +178,22 @@ pub(crate) struct SidecarArgs {
     /// policy of --agent in it, and the mode comes from it unless --mode is given.
     #[arg(long, requires = "agent")]
     snapshot: Option<PathBuf>,
-    /// The agent this sidecar stands beside, NAMESPACE/NAME (with --snapshot).
-    #[arg(long, requires = "snapshot")]
+    /// The agent this sidecar stands beside, NAMESPACE/NAME (with --snapshot or
+    /// --kubernetes).
+    #[arg(long)]
     agent: Option<String>,
+    /// Take the snapshot from the cluster: the ConfigMap `warden-mesh-snapshot` the
+    /// controller publishes in --control-namespace, watched (a change applies to the next
+    /// request), instead of --snapshot.
+    #[arg(long, requires = "agent", conflicts_with = "snapshot")]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes [default: KUBECONFIG, ~/.kube/config, or the in-cluster
+    /// service account].
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// The control plane's namespace, where the snapshot is published.
+    #[arg(long, default_value = "warden-system")]
+    control_namespace: String,
 }
 
 fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
@@ -237,12 +252,37 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
                     name: name.to_owned(),
                 })
             }
+            (None, Some(agent)) => {
+                anyhow::bail!("--agent {agent}: give --snapshot FILE or --kubernetes")
+            }
             _ => None,
         },
     })
 }
 
-pub(crate) async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(mut args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    // Held for the life of the sidecar: it keeps the snapshot file current.
+    let _mirror = match args.kubernetes {
+        true => {
+            let dir = std::env::temp_dir().join(format!("warden-sidecar-{}", std::process::id()));
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&dir)
+                .with_context(|| format!("{}", dir.display()))?;
+            let path = dir.join("snapshot.json");
+            let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
+            let mirror = warden_kube::publish::SnapshotMirror::start(
+                client,
+                &args.control_namespace,
+                path.clone(),
+            )
+            .await;
+            args.snapshot = Some(path);
+            Some(mirror)
+        }
+        false => None,
+    };
     let config = config(args)?;
     warden_proxy::run(config, crate::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

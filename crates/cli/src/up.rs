@@ -45,12 +45,18 @@ pub(crate) struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
     /// The manifests the mesh runs (informational: the running mesh's state is checked).
     path: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
+    #[command(flatten)]
+    cluster_verify: crate::cluster::ClusterVerifyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +157,9 @@ pub(crate) fn check(args: UpArgs, state_dir: &Path) -> anyhow::Result<ExitCode> 
 const NOT_RUNNING: u8 = 3;
 
 pub(crate) async fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.cluster.kubeconfig.is_some() {
+        return crate::cluster::status(&args.cluster, matches!(args.output, Format::Json)).await;
+    }
     let mut status = match MeshStatus::load(state_dir) {
         Ok(s) => s,
         Err(e @ StatusError::NotRunning(_)) => {
@@ -170,7 +179,10 @@ pub(crate) async fn status(args: StatusArgs, state_dir: &Path) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn verify(_args: VerifyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) async fn verify(args: VerifyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    if args.cluster.kubeconfig.is_some() {
+        return crate::cluster::verify(&args.cluster, &args.cluster_verify).await;
+    }
     if warden_local::lock::holder(state_dir).is_none() {
         eprintln!(
             "{}",

@@ -334,3 +334,116 @@ async fn a_mode_switch_to_strict_closes_plaintext_connections_at_their_next_requ
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("mode_changed"), "{answer}");
 }
+
+/// A raw HTTP/2 frame: 9-byte header (length, type, flags, stream id), then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads one frame: (type, flags, stream id, payload).
+async fn read_h2_frame(tcp: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    tcp.read_exact(&mut head).await.expect("frame header");
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.expect("frame payload");
+    (head[3], head[4], stream, payload)
+}
+
+/// Issue 11.1: a client that ignores the server's SETTINGS_MAX_CONCURRENT_STREAMS (well-behaved
+/// libraries queue instead, so the frames are written by hand) gets the streams past the cap
+/// refused with RST_STREAM(REFUSED_STREAM); the streams within it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_per_connection_cap_are_refused_and_the_others_served() {
+    const CAP: u32 = 4;
+    const OPENED: u32 = 10;
+    let (headers, data, rst, settings) = (1u8, 0u8, 3u8, 4u8);
+    let (end_stream, end_headers, ack) = (0x1u8, 0x4u8, 0x1u8);
+    let pki = Pki::new();
+    let app = warden_testkit::app::start().await;
+    let cap = CAP.to_string();
+    let sidecar = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--mode", "permissive", "--max-concurrent-streams", &cap],
+    );
+    let mut tcp = TcpStream::connect(sidecar.inbound).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    tcp.write_all(&h2_frame(settings, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // The server's SETTINGS announce the cap; acknowledge them before opening streams.
+    let announced = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (kind, flags, _, payload) = read_h2_frame(&mut tcp).await;
+            if kind == settings && flags & ack == 0 {
+                break payload
+                    .chunks(6)
+                    .find(|s| s[..2] == [0, 3])
+                    .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+            }
+        }
+    })
+    .await
+    .expect("the server's SETTINGS");
+    assert_eq!(announced, Some(CAP), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    tcp.write_all(&h2_frame(settings, ack, 0, &[]))
+        .await
+        .expect("ack");
+    // POST /echo, bodies left open so that every stream stays in flight.
+    let authority = sidecar.inbound.to_string();
+    let mut block = vec![0x83, 0x86, 0x04, 5];
+    block.extend_from_slice(b"/echo");
+    block.extend_from_slice(&[0x01, authority.len() as u8]);
+    block.extend_from_slice(authority.as_bytes());
+    let streams: Vec<u32> = (0..OPENED).map(|i| 1 + 2 * i).collect();
+    for &id in &streams {
+        let frame = h2_frame(headers, end_headers, id, &block);
+        tcp.write_all(&frame).await.expect("HEADERS");
+    }
+    let mut refused = std::collections::BTreeSet::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        while refused.len() < (OPENED - CAP) as usize {
+            let (kind, _, stream, payload) = read_h2_frame(&mut tcp).await;
+            if kind == rst && payload == 7u32.to_be_bytes() {
+                refused.insert(stream);
+            }
+        }
+        // The streams within the cap end their bodies and are answered.
+        let admitted: Vec<u32> = streams
+            .iter()
+            .copied()
+            .filter(|s| !refused.contains(s))
+            .collect();
+        for &id in &admitted {
+            tcp.write_all(&h2_frame(data, end_stream, id, &[]))
+                .await
+                .expect("DATA");
+        }
+        let mut answered = std::collections::BTreeMap::new();
+        while answered.len() < admitted.len() {
+            let (kind, _, stream, payload) = read_h2_frame(&mut tcp).await;
+            if kind == headers {
+                // 0x88: the static table's `:status: 200`.
+                answered.insert(stream, payload.first() == Some(&0x88));
+            }
+            assert!(
+                kind != rst || !admitted.contains(&stream),
+                "stream {stream} reset"
+            );
+        }
+        answered
+    })
+    .await;
+    let answered = outcome.unwrap_or_else(|_| panic!("timed out; refused so far: {refused:?}"));
+    assert_eq!(refused.len(), (OPENED - CAP) as usize, "{refused:?}");
+    assert_eq!(answered.len(), CAP as usize, "{answered:?}");
+    assert!(answered.values().all(|ok| *ok), "not all 200: {answered:?}");
+}

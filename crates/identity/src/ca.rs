@@ -65,6 +65,14 @@ pub enum CaError {
         /// The CA's trust domain.
         trust_domain: TrustDomain,
     },
+    /// A DNS name asked for beside the SPIFFE ID is not a host name.
+    #[error("--dns {name:?}: {reason}")]
+    BadDnsName {
+        /// The name.
+        name: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
     /// The requested ID is a bare trust domain.
     #[error("cannot issue for {0}: an SVID's SPIFFE ID needs a path")]
     NoPath(SpiffeId),
@@ -78,6 +86,36 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// A host name for a certificate: dot-separated labels of letters, digits and `-` (1–63
+/// bytes, not starting or ending with `-`), the first label optionally `*`.
+fn check_dns_name(name: &str) -> Result<(), CaError> {
+    let bad = |reason| CaError::BadDnsName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 253 {
+        return Err(bad("a host name has 1 to 253 characters"));
+    }
+    for (i, label) in name.split('.').enumerate() {
+        if i == 0 && label == "*" {
+            continue;
+        }
+        let valid = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !valid {
+            return Err(bad(
+                "each label is 1-63 letters, digits or '-' (only the first may be '*')",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn sign_err(e: impl std::fmt::Display) -> CaError {
@@ -345,7 +383,26 @@ impl CertificateAuthority {
 
     /// Issues an X.509-SVID for `id`, valid for `ttl` (capped at the root's own expiry).
     pub fn issue_x509(&self, id: &SpiffeId, ttl: Duration) -> Result<IssuedSvid, CaError> {
+        self.issue_x509_named(id, &[], ttl)
+    }
+
+    /// [`Self::issue_x509`] with DNS names beside the SPIFFE ID (the X.509-SVID spec allows
+    /// them): for a server that clients outside SPIFFE reach by host name and check it — the
+    /// gateway, whose gRPC clients (grpcio) always verify the host name.
+    pub fn issue_x509_named(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<IssuedSvid, CaError> {
         self.check_issuable(id)?;
+        let mut sans = vec![SanType::URI(
+            id.as_str().to_owned().try_into().map_err(sign_err)?,
+        )];
+        for name in dns_names {
+            check_dns_name(name)?;
+            sans.push(SanType::DnsName(name.clone().try_into().map_err(sign_err)?));
+        }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(sign_err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -360,9 +417,7 @@ impl CertificateAuthority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.subject_alt_names = vec![SanType::URI(
-            id.as_str().to_owned().try_into().map_err(sign_err)?,
-        )];
+        params.subject_alt_names = sans;
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
@@ -499,4 +554,49 @@ fn random_serial(salt: &[u8]) -> SerialNumber {
     let mut bytes = hasher.finalize()[..16].to_vec();
     bytes[0] &= 0x7f; // positive
     SerialNumber::from_slice(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names_go_beside_the_spiffe_id_and_bad_ones_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let td = TrustDomain::new("warden.local").expect("trust domain");
+        let ca = CertificateAuthority::init(&dir.path().join("ca"), &td).expect("init");
+        let id = SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/gw").expect("id");
+        let names = [
+            "*.team-beta.a2a.localhost".to_owned(),
+            "gw.example".to_owned(),
+        ];
+        let svid = ca
+            .issue_x509_named(&id, &names, Duration::from_secs(60))
+            .expect("issued");
+        let (_, cert) = x509_parser::parse_x509_certificate(&svid.chain[0]).expect("parses");
+        let san = cert
+            .subject_alternative_name()
+            .expect("one SAN extension")
+            .expect("present");
+        let found: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().any(|n| n.contains(id.as_str())), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|n| n.contains("*.team-beta.a2a.localhost"))
+        );
+        for bad in ["", "a b.example", "-x.example", "x.*.example", "a..b"] {
+            let refused = ca.issue_x509_named(&id, &[bad.to_owned()], Duration::from_secs(60));
+            assert!(
+                matches!(&refused, Err(CaError::BadDnsName { name, .. }) if name == bad),
+                "{bad:?} was not refused by name"
+            );
+        }
+    }
 }

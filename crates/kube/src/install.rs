@@ -578,7 +578,15 @@ pub fn objects(opts: &InstallOptions) -> Vec<Value> {
         opts,
         Component {
             name: "warden-controller",
-            args: vec!["controller".into(), "--trust-domain".into(), td.clone()],
+            // The trust domain comes from the MeshConfig; the pod's hostname names it in
+            // the Lease; SPIFFE_ENDPOINT_SOCKET is its Workload API.
+            args: vec![
+                "controller".into(),
+                "--namespace".into(),
+                ns.to_owned(),
+                "--admin".into(),
+                format!("0.0.0.0:{ADMIN_PORT}"),
+            ],
             ports: vec![("admin", ADMIN_PORT)],
             probe: http_probe("/readyz", ADMIN_PORT, false),
             replicas: 1,

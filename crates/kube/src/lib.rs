@@ -9,19 +9,31 @@
 //! - [`mode`]: the mTLS mode resolution order (annotation, Agent, MeshConfig, default);
 //! - [`inject`]: sidecar injection into a Pod, and the JSON Patch for it;
 //! - [`validate`]: the validating checks (the model's loader, compiler and policy engine);
+//! - [`endpoints`]: the agents' EndpointSlices, watched (where the gateway routes);
+//! - [`gateway`]: `warden gateway --kubernetes`'s snapshot and addresses from the cluster;
 //! - [`cluster`]: what a review reads from the cluster, fetched before deciding;
 //! - [`admission`]: one AdmissionReview in, one out;
-//! - [`server`]: `warden webhook`, HTTPS.
+//! - [`publish`]: the sidecars' snapshot, one ConfigMap the controller writes and they watch;
+//! - [`server`]: `warden webhook`, HTTPS;
+//! - [`status`]: a cluster's mesh as `warden status`/`verify --kubeconfig` describe it;
+//! - [`watch`]: the cluster's mesh objects compiled live into the latest snapshot;
+//! - [`controller`]: `warden controller`, Agents' status, card fetches, rollouts.
 
 pub mod admission;
 pub mod certs;
 pub mod cluster;
+pub mod controller;
 pub mod crd;
+pub mod endpoints;
+pub mod gateway;
 pub mod inject;
 pub mod install;
 pub mod mode;
+pub mod publish;
 pub mod server;
+pub mod status;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 

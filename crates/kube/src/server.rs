@@ -115,7 +115,8 @@ struct WebhookService<R> {
     max_body: usize,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+/// A response with `status` and a text body (the admin ports' answers).
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response

@@ -691,6 +691,13 @@ impl Mesh {
                 agent.namespace,
                 agent.name
             ),
+            host_url: format!(
+                "http://{}:{}/",
+                self.current()
+                    .control_plane()
+                    .agent_host(&agent.namespace, &agent.name),
+                self.config.gateway_listen.port()
+            ),
             sidecar_address: run.place.inbound.to_string(),
             egress_address: run.place.egress.to_string(),
             sidecar_admin_address: run.place.admin.to_string(),

@@ -8,7 +8,7 @@
 //! agent> -spiffeID <workload> -selector unix:uid:<its uid>`, once: existing entries are looked
 //! up first) and starts it as that uid. The gateway keeps `up`'s own uid, which no agent has,
 //! and `up` fetches cards with the same SVID (the gateway's, which sidecars admit for cards).
-//! `warden verify` mints its test callers with `spire-server x509 mint`.
+//! `warden verify` mints its test callers with `spire-server x509 mint` ([`SpireServer::mint`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warden_identity::bundle::{TrustBundle, TrustBundleSet};
-use warden_identity::ca::CertificateAuthority;
 use warden_identity::source::X509Identity;
 use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::resources::IdentityProvider;
@@ -390,51 +389,6 @@ pub struct SpireStatus {
     pub spire_server: PathBuf,
     /// The SPIRE agent every entry is parented to.
     pub parent_id: String,
-}
-
-/// Where `verify` gets the SVIDs of the callers it plays.
-pub(crate) enum Issuer {
-    /// The mesh's embedded CA.
-    Ca(Box<CertificateAuthority>),
-    /// The SPIRE server.
-    Spire(SpireServer, TrustDomain),
-}
-
-impl Issuer {
-    /// The issuer of the mesh `status` describes.
-    pub(crate) fn of(status: &crate::status::MeshStatus) -> Result<Self, String> {
-        match &status.spire {
-            Some(spire) => {
-                let td = TrustDomain::new(&status.ca.trust_domain).map_err(|e| e.to_string())?;
-                let server = SpireServer {
-                    binary: spire.spire_server.clone(),
-                    socket: spire.sockets.server_socket.clone(),
-                };
-                Ok(Self::Spire(server, td))
-            }
-            None => CertificateAuthority::load(Path::new(&status.ca.dir))
-                .map(|ca| Self::Ca(Box::new(ca)))
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// A fresh SVID for `id`.
-    pub(crate) async fn identity(&self, id: &SpiffeId) -> Result<X509Identity, String> {
-        match self {
-            Self::Ca(ca) => {
-                let svid = ca
-                    .issue_x509(id, Duration::from_secs(600))
-                    .map_err(|e| e.to_string())?;
-                X509Identity::new(
-                    svid.chain.clone(),
-                    svid.private_key(),
-                    Arc::new(ca.bundle_set()),
-                )
-                .map_err(|e| e.to_string())
-            }
-            Self::Spire(server, td) => server.mint(id, td).await,
-        }
-    }
 }
 
 #[cfg(test)]

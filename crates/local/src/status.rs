@@ -50,6 +50,10 @@ pub struct AgentStatus {
     pub card: Option<CardInfo>,
     /// The agent's URL at the gateway.
     pub gateway_url: String,
+    /// The agent at the root of its own host name at the gateway,
+    /// `{agent}.{namespace}.{hostDomain}`, where standard A2A discovery finds its card.
+    #[serde(default)]
+    pub host_url: String,
     /// Its sidecar's mesh-facing address.
     pub sidecar_address: String,
     /// Its sidecar's egress address.
@@ -312,6 +316,10 @@ impl MeshStatus {
                 a.condition("Ready"),
                 a.sidecar_address,
                 a.spiffe_id
+            ));
+            out.push_str(&format!(
+                "    url {}   host {}\n",
+                a.gateway_url, a.host_url
             ));
             for c in a.conditions.iter().filter(|c| c.status != "True") {
                 out.push_str(&format!(

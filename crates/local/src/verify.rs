@@ -11,15 +11,21 @@
 //! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
 //! - the audit log holds exactly this run's calls (found by this run's A2A context id).
 //!
-//! It calls as workloads with SVIDs from the mesh's CA (or SPIRE server), exactly as agents do.
+//! It calls as workloads with SVIDs from the mesh's CA, exactly as agents do. The checks take
+//! a [`Target`] (the mesh's status, snapshot and the credentials to call with), so a cluster
+//! is verified by the same functions (`warden verify --kubeconfig`, built in `warden-kube`):
+//! there, only the SVIDs given are held, a check that needs another identity's says so, and
+//! a tool reference is called through the gateway as its agent (no egress is reachable).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use warden_identity::{IdentityCell, SpiffeId};
+use warden_identity::ca::CertificateAuthority;
+use warden_identity::{IdentityCell, SpiffeId, SvidSource, TrustDomain, X509Identity};
 use warden_model::MeshSnapshot;
 use warden_model::MtlsMode;
 use warden_model::policy::{Caller, decide};
@@ -27,7 +33,7 @@ use warden_model::snapshot::CompiledAgent;
 use warden_proxy::config::Limits;
 use warden_proxy::forward::{Upstreams, Via};
 
-use crate::spire::Issuer;
+use crate::spire::SpireServer;
 use crate::status::{MeshStatus, ProcessHealth};
 
 /// How long `verify` waits for every proxy to load the current snapshot.
@@ -64,18 +70,81 @@ pub fn render(checks: &[Check]) -> String {
     out
 }
 
+/// Whose SVIDs `verify` calls with.
+pub enum Credentials {
+    /// The local mesh's CA: any workload's SVID, issued on demand.
+    Ca(Box<CertificateAuthority>),
+    /// The local mesh's SPIRE server: any workload's SVID, minted on demand.
+    Spire(Box<(SpireServer, TrustDomain)>),
+    /// Only these (a cluster's: SVID files, or the Workload API's one), by their SPIFFE IDs.
+    Held(Vec<Arc<dyn SvidSource>>),
+}
+
+impl Credentials {
+    /// Whether a call as `id` can be made.
+    fn holds(&self, id: &SpiffeId) -> bool {
+        match self {
+            Credentials::Ca(_) | Credentials::Spire(_) => true,
+            Credentials::Held(sources) => sources
+                .iter()
+                .any(|s| held_id(s.as_ref()).as_ref() == Some(id)),
+        }
+    }
+
+    /// The identities held, for checks that need some caller (all of the mesh's with a CA).
+    fn held(&self) -> Vec<SpiffeId> {
+        match self {
+            Credentials::Ca(_) | Credentials::Spire(_) => Vec::new(),
+            Credentials::Held(sources) => {
+                sources.iter().filter_map(|s| held_id(s.as_ref())).collect()
+            }
+        }
+    }
+
+    /// A client calling as `id`; `None` when no SVID of `id` is held.
+    async fn client(&self, id: &SpiffeId) -> Result<Option<Client>, String> {
+        let source: Arc<dyn SvidSource> = match self {
+            Credentials::Ca(ca) => {
+                let svid = ca
+                    .issue_x509(id, Duration::from_secs(600))
+                    .map_err(|e| e.to_string())?;
+                let identity = X509Identity::new(
+                    svid.chain.clone(),
+                    svid.private_key(),
+                    Arc::new(ca.bundle_set()),
+                )
+                .map_err(|e| e.to_string())?;
+                IdentityCell::with(identity)
+            }
+            Credentials::Spire(spire) => IdentityCell::with(spire.0.mint(id, &spire.1).await?),
+            Credentials::Held(sources) => {
+                match sources
+                    .iter()
+                    .find(|s| held_id(s.as_ref()).as_ref() == Some(id))
+                {
+                    Some(source) => source.clone(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(Client {
+            upstreams: Upstreams::new(source, Limits::default()),
+        }))
+    }
+}
+
+/// The SPIFFE ID a held source calls as (it does not change across rotations).
+fn held_id(source: &dyn SvidSource) -> Option<SpiffeId> {
+    source
+        .current()
+        .map(|identity| identity.spiffe_id().clone())
+}
+
 struct Client {
     upstreams: Upstreams,
 }
 
 impl Client {
-    async fn as_workload(issuer: &Issuer, id: &SpiffeId) -> Result<Self, String> {
-        let identity = issuer.identity(id).await?;
-        Ok(Self {
-            upstreams: Upstreams::new(IdentityCell::with(identity), Limits::default()),
-        })
-    }
-
     async fn call(&self, url: &str, via: Via<'_>, body: Option<&Value>) -> (u16, String) {
         let builder = match body {
             Some(_) => {
@@ -101,7 +170,7 @@ fn short(text: &str) -> String {
 struct Run {
     status: MeshStatus,
     snapshot: MeshSnapshot,
-    issuer: Issuer,
+    credentials: Credentials,
     context: String,
     gateway: String,
     gateway_id: SpiffeId,
@@ -237,7 +306,57 @@ async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Chec
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
     let (status, snapshot, synced) = wait_synced(state_dir).await?;
-    let issuer = Issuer::of(&status)?;
+    let credentials = local_credentials(&status)?;
+    verify_target(Target {
+        status,
+        snapshot,
+        credentials,
+        ready: synced,
+    })
+    .await
+}
+
+/// Who issues the callers' SVIDs in a local mesh: its SPIRE server when it runs on SPIRE,
+/// else its CA.
+fn local_credentials(status: &MeshStatus) -> Result<Credentials, String> {
+    match &status.spire {
+        Some(spire) => {
+            let td = TrustDomain::new(&status.ca.trust_domain).map_err(|e| e.to_string())?;
+            let server = SpireServer {
+                binary: spire.spire_server.clone(),
+                socket: spire.sockets.server_socket.clone(),
+            };
+            Ok(Credentials::Spire(Box::new((server, td))))
+        }
+        None => CertificateAuthority::load(Path::new(&status.ca.dir))
+            .map(|ca| Credentials::Ca(Box::new(ca)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// What a verify run checks: a mesh, described by its status (gateway, agents' addresses,
+/// conditions and cards) and compiled snapshot, and whose SVIDs to call with.
+pub struct Target {
+    /// The mesh's status; an agent's empty `egressAddress` means its egress is not
+    /// reachable from here (its tool references are called through the gateway as the agent);
+    /// an empty gateway `auditLog` means the audit log is not checked.
+    pub status: MeshStatus,
+    /// The snapshot every expectation is derived from.
+    pub snapshot: MeshSnapshot,
+    /// Whose SVIDs to call with.
+    pub credentials: Credentials,
+    /// The first row: the mesh is ready and runs `snapshot`, as the caller found out.
+    pub ready: Check,
+}
+
+/// Runs every check against `target`.
+pub async fn verify_target(target: Target) -> Result<Vec<Check>, String> {
+    let Target {
+        status,
+        snapshot,
+        credentials,
+        ready,
+    } = target;
     let audit_path = std::path::PathBuf::from(&status.gateway.audit_log);
     let audit_start = std::fs::metadata(&audit_path).map_or(0, |m| m.len());
     let nanos = std::time::SystemTime::now()
@@ -253,16 +372,18 @@ pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
         context: format!("warden-verify-{}-{nanos}", std::process::id()),
         status,
         snapshot,
-        issuer,
+        credentials,
         audited: Vec::new(),
     };
-    let mut checks = vec![synced];
+    let mut checks = vec![ready];
     checks.push(cards(&run).await?);
     checks.extend(tool_references(&mut run).await?);
     checks.extend(denied_pairs(&mut run).await?);
     checks.extend(direct_calls(&run).await?);
     checks.push(mtls(&run));
-    checks.extend(audit(&run, &audit_path, audit_start));
+    if !run.status.gateway.audit_log.is_empty() {
+        checks.extend(audit(&run, &audit_path, audit_start));
+    }
     Ok(checks)
 }
 
@@ -288,12 +409,16 @@ async fn cards(run: &Run) -> Result<Check, String> {
         let own = run.id(&agent.namespace, "warden-verify")?;
         let caller = std::iter::once(own)
             .chain(run.snapshot.agents().iter().map(|a| a.spiffe_id.clone()))
-            .find(|id| run.allowed(id, agent, "GetAgentCard"));
-        let Some(caller) = caller else {
+            .chain(run.credentials.held())
+            .find(|id| run.credentials.holds(id) && run.allowed(id, agent, "GetAgentCard"));
+        let client = match caller {
+            Some(id) => run.credentials.client(&id).await?,
+            None => None,
+        };
+        let Some(client) = client else {
             unreachable.push(agent.key());
             continue;
         };
-        let client = Client::as_workload(&run.issuer, &caller).await?;
         let url = format!("{}.well-known/agent-card.json", run.url(agent));
         let (code, body) = client.call(&url, Via::Mesh(&run.gateway_id), None).await;
         let leaked: Vec<&str> = run
@@ -301,7 +426,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
             .agents
             .iter()
             .flat_map(|a| [a.app_address.as_str(), a.sidecar_address.as_str()])
-            .filter(|addr| body.contains(addr))
+            .filter(|addr| !addr.is_empty() && body.contains(addr))
             .collect();
         let base = card_base(run);
         let expected = format!(
@@ -326,7 +451,7 @@ async fn cards(run: &Run) -> Result<Check, String> {
             let mut detail = format!("{fetched} cards point at {}", card_base(run));
             if !unreachable.is_empty() {
                 detail.push_str(&format!(
-                    "; not fetched (no agent of the mesh may): {}",
+                    "; not fetched (no caller held may): {}",
                     unreachable.join(", ")
                 ));
             }
@@ -340,8 +465,6 @@ async fn cards(run: &Run) -> Result<Check, String> {
 /// Every tool reference: the agent's egress → gateway → target; the target must see the
 /// agent as caller and every delegation header (when it reports them, as the echo agent does).
 async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
-    let client =
-        Client::as_workload(&run.issuer, &run.id("warden-system", "warden-verify")?).await?;
     let mut checks = Vec::new();
     let agents = run.snapshot.agents().to_vec();
     for agent in &agents {
@@ -358,9 +481,14 @@ async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
             let Some(target) = run.snapshot.agent(&tool.namespace, &tool.name).cloned() else {
                 continue;
             };
-            let url = format!("http://{egress}/api/a2a/{}/{}/", tool.namespace, tool.name);
-            let message = run.message("tool reference");
-            let (code, body) = client.call(&url, Via::Plain, Some(&message)).await;
+            let Some((code, body)) = call_tool(run, agent, &egress, tool).await? else {
+                checks.push(Check {
+                    name: format!("{}'s tool reference to {}", agent.key(), target.key()),
+                    pass: false,
+                    detail: format!("not checked: no SVID of {} is held", agent.spiffe_id),
+                });
+                continue;
+            };
             // The gateway's decision, when the answer shows it was the gateway's.
             let admitted = run.allowed(&agent.spiffe_id, &target, "SendMessage");
             run.audited.push(match (admitted, code) {
@@ -383,6 +511,38 @@ async fn tool_references(run: &mut Run) -> Result<Vec<Check>, String> {
         }
     }
     Ok(checks)
+}
+
+/// Calls `tool` as `agent` would: through its egress when it is reachable (`egress`), else
+/// through the gateway with the agent's own SVID; `None` when that SVID is not held.
+async fn call_tool(
+    run: &Run,
+    agent: &CompiledAgent,
+    egress: &str,
+    tool: &warden_model::snapshot::CompiledTool,
+) -> Result<Option<(u16, String)>, String> {
+    let message = run.message("tool reference");
+    if !egress.is_empty() {
+        // The app's side of its egress is plaintext: whoever calls is the agent.
+        let url = format!("http://{egress}/api/a2a/{}/{}/", tool.namespace, tool.name);
+        let Some(client) = run
+            .credentials
+            .client(&run.id("warden-system", "warden-verify")?)
+            .await?
+        else {
+            return Ok(None);
+        };
+        return Ok(Some(client.call(&url, Via::Plain, Some(&message)).await));
+    }
+    let Some(client) = run.credentials.client(&agent.spiffe_id).await? else {
+        return Ok(None);
+    };
+    let url = format!("{}/api/a2a/{}/{}/", run.gateway, tool.namespace, tool.name);
+    Ok(Some(
+        client
+            .call(&url, Via::Mesh(&run.gateway_id), Some(&message))
+            .await,
+    ))
 }
 
 /// A tool reference the target's policy does not admit (Accepted=False): its calls must be
@@ -496,8 +656,13 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
     let total = pairs.len();
     let mut seen = Vec::new();
     let mut problems = Vec::new();
-    for (caller, target, rule) in pairs.into_iter().take(MAX_DENIED_PAIRS) {
-        let client = Client::as_workload(&run.issuer, &caller.spiffe_id).await?;
+    let held = pairs
+        .into_iter()
+        .filter(|(caller, _, _)| run.credentials.holds(&caller.spiffe_id));
+    for (caller, target, rule) in held.take(MAX_DENIED_PAIRS) {
+        let Some(client) = run.credentials.client(&caller.spiffe_id).await? else {
+            continue;
+        };
         let message = run.message("denied pair");
         let (code, body) = client
             .call(&run.url(target), Via::Mesh(&run.gateway_id), Some(&message))
@@ -514,6 +679,9 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
         }
     }
     let tried = seen.len() + problems.len();
+    if tried == 0 {
+        problems.push("not checked: no SVID of a denied caller is held".into());
+    }
     Ok(Some(Check {
         name: format!("every denied pair of agents is refused at the gateway ({tried} of {total})"),
         pass: problems.is_empty(),
@@ -529,7 +697,6 @@ async fn denied_pairs(run: &mut Run) -> Result<Option<Check>, String> {
 /// caller its policy does not admit gets 403.
 async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
     let outsider = run.id("warden-verify-outsider", "warden-verify")?;
-    let client = Client::as_workload(&run.issuer, &outsider).await?;
     let mut checks = Vec::new();
     for agent in run
         .snapshot
@@ -555,7 +722,13 @@ async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
             Err(e) => format!("plaintext: refused ({e})"),
         };
         let mut pass = plain_refused;
-        if !run.allowed(&outsider, agent, "SendMessage") {
+        let denied = std::iter::once(outsider.clone())
+            .chain(run.credentials.held())
+            .find(|id| run.credentials.holds(id) && !run.allowed(id, agent, "SendMessage"));
+        if let Some((caller, client)) = match denied {
+            Some(id) => run.credentials.client(&id).await?.map(|c| (id, c)),
+            None => None,
+        } {
             let (code, _) = client
                 .call(
                     &format!("https://{sidecar}/"),
@@ -564,7 +737,7 @@ async fn direct_calls(run: &Run) -> Result<Vec<Check>, String> {
                 )
                 .await;
             pass &= code == 403;
-            detail.push_str(&format!("; mTLS as {outsider}: {code}"));
+            detail.push_str(&format!("; mTLS as {caller}: {code}"));
         }
         checks.push(Check {
             name: format!(

@@ -90,6 +90,7 @@ fn compile_located(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, 
             gateway,
             controller,
             gateway_port,
+            host_domain: host_domain(config, spec.gateway.as_ref(), &mut errors),
         },
         (Err(e), _) | (_, Err(e)) => {
             if let Some(c) = config {
@@ -232,6 +233,26 @@ fn compile_located(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, 
         agent.accepted = accepted;
     }
     Ok(snapshot)
+}
+
+/// `spec.gateway.hostDomain` (lowercased), or the default when unset; a domain that cannot
+/// carry host names is an error at that field, and the default stands in so that the other
+/// checks still run.
+fn host_domain(
+    config: Option<&Sourced<crate::resources::MeshConfig>>,
+    gateway: Option<&crate::resources::GatewaySpec>,
+    errors: &mut Vec<ModelError>,
+) -> String {
+    let Some(domain) = gateway.and_then(|g| g.host_domain.as_deref()) else {
+        return warden_a2a::host::DEFAULT_DOMAIN.to_owned();
+    };
+    if let Err(rule) = warden_a2a::host::check_domain(domain) {
+        if let Some(c) = config {
+            errors.push(ModelError::at(&c.origin, "spec.gateway.hostDomain", rule));
+        }
+        return warden_a2a::host::DEFAULT_DOMAIN.to_owned();
+    }
+    domain.to_ascii_lowercase()
 }
 
 type DataIndex = HashMap<(String, String), BTreeMap<String, Result<String, ()>>>;

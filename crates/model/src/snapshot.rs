@@ -166,6 +166,23 @@ pub struct ControlPlane {
     pub controller: SpiffeId,
     /// The gateway's port.
     pub gateway_port: u16,
+    /// MeshConfig `spec.gateway.hostDomain`: each agent is also served at the root of
+    /// `{agent}.{namespace}.{hostDomain}` (standard A2A discovery needs the card at a host's
+    /// root). Validated by the compiler; snapshots written before the field get the default.
+    #[serde(default = "default_host_domain")]
+    pub host_domain: String,
+}
+
+fn default_host_domain() -> String {
+    warden_a2a::host::DEFAULT_DOMAIN.to_owned()
+}
+
+impl ControlPlane {
+    /// `{agent}.{namespace}.{hostDomain}`: the host name whose root is the agent at the
+    /// gateway.
+    pub fn agent_host(&self, namespace: &str, name: &str) -> String {
+        warden_a2a::host::agent_host(namespace, name, &self.host_domain)
+    }
 }
 
 /// The serialised form of a snapshot (indexes are rebuilt on load).

@@ -238,3 +238,31 @@ fn forwarding_authorization_is_off_unless_the_agent_opts_in() {
     }
     assert!(example().agents().iter().all(|a| !a.forward_authorization));
 }
+
+#[test]
+fn the_host_domain_comes_from_meshconfig_with_a2a_localhost_by_default() {
+    const AGENT: &str = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: specialist, namespace: team-beta}\nspec: {}\n";
+    let plain = common::mesh(AGENT);
+    assert_eq!(plain.control_plane().host_domain, "a2a.localhost");
+    assert_eq!(
+        plain.control_plane().agent_host("team-beta", "specialist"),
+        "specialist.team-beta.a2a.localhost"
+    );
+    let config = |domain: &str| {
+        format!(
+            "{AGENT}---\napiVersion: warden.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec: {{gateway: {{hostDomain: {domain}}}}}\n"
+        )
+    };
+    let custom = common::mesh(&config("Agents.Example.COM"));
+    assert_eq!(
+        custom.control_plane().agent_host("team-beta", "specialist"),
+        "specialist.team-beta.agents.example.com"
+    );
+    let errors = common::errors(&config("'bad_domain.example'"));
+    assert!(
+        errors.len() == 1
+            && errors[0].contains("spec.gateway.hostDomain")
+            && errors[0].contains("\"bad_domain\""),
+        "{errors:?}"
+    );
+}

@@ -46,6 +46,10 @@ pub struct Record {
     pub rule: String,
     /// The HTTP status sent.
     pub status: u16,
+    /// A gRPC call's `grpc-status` (0 OK; the upstream's error status as it sent it, or the
+    /// proxy's refusal), from the response head or its trailers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
     /// Milliseconds from arrival to the end of the response.
     pub latency_ms: f64,
     /// Request body bytes (as declared or read).
@@ -271,8 +275,13 @@ impl Body for AuditedBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
-                    record.bytes_out += data.len() as u64;
+                if let Some(record) = this.record.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_out += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        record.grpc_status =
+                            crate::grpc::status_of(trailers).or(record.grpc_status);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(false);
@@ -322,6 +331,7 @@ mod tests {
             decision: "allow",
             rule: "same_namespace".into(),
             status: 200,
+            grpc_status: None,
             latency_ms: 1.0,
             bytes_in: 0,
             bytes_out: 0,
@@ -366,6 +376,31 @@ mod tests {
             .collect();
         assert_eq!(lines.last(), Some(&99));
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_calls_grpc_status_is_read_from_its_trailers() {
+        use http_body_util::{BodyExt, StreamBody};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit {
+            sink: Sink::file(path.clone(), u64::MAX, 1).unwrap(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        });
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        let audited = AuditedBody::new(body, record(1), audit, Instant::now());
+        let collected = audited.collect().await.expect("the body");
+        assert!(collected.trailers().is_some(), "trailers reach the client");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(line["grpc_status"], 5);
+        assert_eq!(line["bytes_out"], 5);
     }
 
     #[test]

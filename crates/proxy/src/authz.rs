@@ -23,6 +23,9 @@ pub struct Peer {
     /// The connection is TLS (with or without a client certificate): cards given to this
     /// client keep `https`.
     pub tls: bool,
+    /// The server name (SNI) a TLS client asked for: the gateway routes by it and refuses a
+    /// request whose host names another agent (421).
+    pub server_name: Option<String>,
 }
 
 impl Peer {
@@ -34,6 +37,7 @@ impl Peer {
             cert_hash,
             xfcc: std::sync::OnceLock::new(),
             tls: true,
+            server_name: None,
         }
     }
 

@@ -18,7 +18,7 @@ use warden_identity::{Authorizer, SpiffeId};
 use crate::config::Limits;
 use crate::http::{ProxyBody, json_error, strip_hop_by_hop};
 
-type MeshClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+type MeshClient = Client<hyper_rustls::HttpsConnector<Dial>, ProxyBody>;
 
 /// How a request leaves.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,37 @@ pub enum Via<'a> {
     Plain,
     /// mTLS with this process's SVID, to a server that must prove the given identity.
     Mesh(&'a SpiffeId),
+    /// mTLS as [`Via::Mesh`], but connected to `at` whatever host the request names: a
+    /// request for an agent's host name (`:authority` and SNI name the agent) sent to the
+    /// gateway, which routes by that name.
+    MeshAt(&'a SpiffeId, &'a http::uri::Authority),
+}
+
+/// The TCP connector of mTLS clients: to the request's host, or always to `to`. TLS above it
+/// still names the request's host (SNI), so a gateway reached for an agent's host name
+/// routes the connection by that name.
+#[derive(Clone)]
+pub struct Dial {
+    tcp: HttpConnector,
+    to: Option<http::Uri>,
+}
+
+impl tower::Service<http::Uri> for Dial {
+    type Response = <HttpConnector as tower::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
+    type Future = <HttpConnector as tower::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.tcp.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let dst = self.to.clone().unwrap_or(dst);
+        self.tcp.call(dst)
+    }
 }
 
 /// The pooled clients of one process.
@@ -34,8 +65,15 @@ pub struct Upstreams {
     identity: Arc<dyn SvidSource>,
     limits: Limits,
     plain: Client<HttpConnector, ProxyBody>,
-    /// mTLS clients by the server identity they expect; built on first use.
+    /// HTTP/2 with prior knowledge (h2c), for requests that must stay HTTP/2 (gRPC).
+    plain_h2: Client<HttpConnector, ProxyBody>,
+    /// mTLS clients by the server identity they expect (HTTP/1.1); built on first use.
     mesh: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
+    /// The same over HTTP/2 (ALPN `h2`), for requests that must stay HTTP/2 (gRPC).
+    mesh_h2: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
+    /// mTLS clients that always connect to one address ([`Via::MeshAt`]), by identity,
+    /// address and HTTP/2.
+    mesh_at: ArcSwap<HashMap<(SpiffeId, String, bool), Arc<MeshClient>>>,
 }
 
 impl Upstreams {
@@ -48,34 +86,26 @@ impl Upstreams {
             identity,
             plain: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector.clone()),
+            plain_h2: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .http2_only(true)
                 .build(connector),
             mesh: ArcSwap::from_pointee(HashMap::new()),
+            mesh_h2: ArcSwap::from_pointee(HashMap::new()),
+            mesh_at: ArcSwap::from_pointee(HashMap::new()),
             limits,
         }
     }
 
-    /// The pooled mTLS client that expects `id` of the server.
-    fn mesh_client(&self, id: &SpiffeId) -> Result<Arc<MeshClient>, String> {
-        if let Some(client) = self.mesh.load().get(id) {
+    /// The pooled mTLS client that expects `id` of the server, speaking HTTP/2 when `h2`.
+    fn mesh_client(&self, id: &SpiffeId, h2: bool) -> Result<Arc<MeshClient>, String> {
+        let pool = if h2 { &self.mesh_h2 } else { &self.mesh };
+        if let Some(client) = pool.load().get(id) {
             return Ok(client.clone());
         }
-        let tls = client_config(self.identity.clone(), Authorizer::exactly(id.clone()))
-            .map_err(|e| e.to_string())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.limits.handshake_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let client: Arc<MeshClient> = Arc::new(
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        );
-        self.mesh.rcu(|map| {
+        let client = Arc::new(self.new_mesh_client(id, h2, None)?);
+        pool.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.entry(id.clone()).or_insert_with(|| client.clone());
             map
@@ -83,8 +113,69 @@ impl Upstreams {
         Ok(client)
     }
 
+    /// The pooled mTLS client that connects to `at` and expects `id` of it ([`Via::MeshAt`]).
+    fn mesh_client_at(
+        &self,
+        id: &SpiffeId,
+        at: &http::uri::Authority,
+        h2: bool,
+    ) -> Result<Arc<MeshClient>, String> {
+        let key = (id.clone(), at.as_str().to_owned(), h2);
+        if let Some(client) = self.mesh_at.load().get(&key) {
+            return Ok(client.clone());
+        }
+        let to: http::Uri = format!("https://{at}/")
+            .parse()
+            .map_err(|e| format!("{at}: {e}"))?;
+        let client = Arc::new(self.new_mesh_client(id, h2, Some(to))?);
+        self.mesh_at.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(key.clone()).or_insert_with(|| client.clone());
+            map
+        });
+        Ok(client)
+    }
+
+    /// The mTLS client `via` needs; `None` for plain HTTP.
+    fn mesh_for(&self, via: Via<'_>, h2: bool) -> Option<Result<Arc<MeshClient>, String>> {
+        match via {
+            Via::Plain => None,
+            Via::Mesh(id) => Some(self.mesh_client(id, h2)),
+            Via::MeshAt(id, at) => Some(self.mesh_client_at(id, at, h2)),
+        }
+    }
+
+    fn new_mesh_client(
+        &self,
+        id: &SpiffeId,
+        h2: bool,
+        to: Option<http::Uri>,
+    ) -> Result<MeshClient, String> {
+        let tls = client_config(self.identity.clone(), Authorizer::exactly(id.clone()))
+            .map_err(|e| e.to_string())?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.limits.handshake_timeout));
+        let dial = Dial { tcp, to };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only();
+        let connector = if h2 {
+            builder.enable_http2().wrap_connector(dial)
+        } else {
+            builder.enable_http1().wrap_connector(dial)
+        };
+        Ok(Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(h2)
+            .build(connector))
+    }
+
     /// Sends `request` (its URI already absolute: `http://` for plain, `https://` for mesh),
-    /// streaming both bodies; the request body is cut at the body limit (413).
+    /// streaming both bodies; the request body is cut at the body limit (413). An HTTP/2
+    /// request (gRPC) goes out over HTTP/2 — h2c with prior knowledge, or `h2` by ALPN over
+    /// mTLS — so that its trailers survive; any other as HTTP/1.1.
     pub async fn send<B>(&self, request: Request<B>, via: Via<'_>) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
@@ -100,17 +191,17 @@ impl Upstreams {
             return too_large();
         }
         let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let h2 = request.version() == http::Version::HTTP_2;
         let request = request.map(|body| -> ProxyBody { Limited::new(body, limit).boxed() });
-        let sent = match via {
-            Via::Plain => {
-                tokio::time::timeout(limits.upstream_timeout, self.plain.request(request)).await
+        let sent = match self.mesh_for(via, h2) {
+            None => {
+                let client = if h2 { &self.plain_h2 } else { &self.plain };
+                tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
             }
-            Via::Mesh(id) => match self.mesh_client(id) {
-                Ok(client) => {
-                    tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
-                }
-                Err(e) => return json_error(StatusCode::BAD_GATEWAY, "tls_config", &e),
-            },
+            Some(Ok(client)) => {
+                tokio::time::timeout(limits.upstream_timeout, client.request(request)).await
+            }
+            Some(Err(e)) => return json_error(StatusCode::BAD_GATEWAY, "tls_config", &e),
         };
         match sent {
             Ok(Ok(response)) => {

@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use warden_identity::tls::{ClientAuth, server_config};
 use warden_identity::{Authorizer, TrustBundle, TrustBundleSet, TrustDomain};
@@ -23,6 +24,7 @@ use crate::admin::start_admin_and_identity;
 use crate::audit::{Audit, Sink};
 use crate::authn::{JwtConfig, OidcIssuer};
 use crate::config::{DynamicConfig, IdentityConfig, Limits};
+use crate::endpoints::{EndpointMap, Endpoints};
 use crate::error::SidecarError;
 use crate::forward::Upstreams;
 use crate::metrics::Metrics;
@@ -52,6 +54,28 @@ pub enum AuditTarget {
     },
 }
 
+/// Where the gateway's policy snapshot and the agents' addresses come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A compiled snapshot file, watched (a change applies to the next request), and fixed
+    /// addresses (`--endpoint`).
+    Files {
+        /// The compiled snapshot (`warden compile`).
+        snapshot: PathBuf,
+        /// `namespace/name` → `host:port` of the agent's sidecar.
+        endpoints: HashMap<String, String>,
+    },
+    /// A cluster (`warden gateway --kubernetes`): the snapshot compiled from watched
+    /// resources and the agents' EndpointSlices, each replaced as the cluster changes. The
+    /// gateway serves nothing until the first snapshot arrives (every route is 404 before).
+    Live {
+        /// The latest compiled snapshot; `None` until the first one.
+        snapshot: watch::Receiver<Option<Arc<MeshSnapshot>>>,
+        /// The agents' ready addresses.
+        endpoints: watch::Receiver<Arc<EndpointMap>>,
+    },
+}
+
 /// Everything the gateway needs to start.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -65,10 +89,8 @@ pub struct GatewayConfig {
     pub trust_domain: TrustDomain,
     /// Permissive (mTLS and plaintext on the port) or Strict (mTLS only).
     pub mode: MtlsMode,
-    /// The compiled snapshot, watched.
-    pub snapshot: PathBuf,
-    /// Where each agent's sidecar listens: `namespace/name` → `host:port`.
-    pub endpoints: HashMap<String, String>,
+    /// Where the snapshot and the agents' addresses come from.
+    pub source: Source,
     /// The audit log.
     pub audit: AuditTarget,
     /// A SPIFFE bundle (JSON) with JWT authorities, to accept JWT-SVIDs.
@@ -87,7 +109,7 @@ pub async fn run_gateway(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SidecarError> {
-    let policy = load_policy(&config).map_err(SidecarError::Config)?;
+    let policy = initial_policy(&config).map_err(SidecarError::Config)?;
     let metrics = Arc::new(Metrics::default());
     let mut drain = Drain::default();
     let identity =
@@ -113,12 +135,7 @@ pub async fn run_gateway(
     let agents = policy.snapshot.as_ref().map_or(0, |s| s.agents().len());
     tracing::info!(listen = %config.listen, mode = %config.mode, agents, "gateway listening");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    {
-        let (config, policy, metrics) = (config.clone(), policy.clone(), metrics.clone());
-        watch_file(config.snapshot.clone(), move || {
-            reload(&config, &policy, &metrics);
-        });
-    }
+    let endpoints = follow_source(&config, &policy, &metrics)?;
     let steps = Steps {
         record: audit::Recorder::Gateway(Arc::new(Audit {
             sink,
@@ -140,7 +157,7 @@ pub async fn run_gateway(
         forward: Forward::new(
             Upstreams::new(identity, config.limits.clone()),
             Destination::Gateway {
-                endpoints: config.endpoints.clone(),
+                endpoints,
                 cards: Cards::new(config.public_url.clone(), config.listen.to_string()),
             },
         ),
@@ -160,8 +177,79 @@ pub async fn run_gateway(
     Ok(())
 }
 
-fn reload(config: &GatewayConfig, policy: &ArcSwap<Policy>, metrics: &Metrics) {
-    match load_policy(config) {
+/// The policy to start with: the snapshot file's, or (live) whatever snapshot has arrived.
+fn initial_policy(config: &GatewayConfig) -> Result<Policy, String> {
+    match &config.source {
+        Source::Files { snapshot, .. } => load_policy(config, &read_snapshot(snapshot)?),
+        Source::Live { snapshot, .. } => match snapshot.borrow().clone() {
+            Some(snapshot) => load_policy(config, &snapshot),
+            None => Ok(policy_without_snapshot(config)),
+        },
+    }
+}
+
+/// Keeps the policy and the agents' addresses current from the configured source; the
+/// address table the forwarding step reads.
+fn follow_source(
+    config: &GatewayConfig,
+    policy: &Arc<ArcSwap<Policy>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Endpoints>, SidecarError> {
+    let (config, policy, metrics) = (config.clone(), policy.clone(), metrics.clone());
+    match config.source.clone() {
+        Source::Files {
+            snapshot,
+            endpoints,
+        } => {
+            let endpoints = Endpoints::fixed(endpoints).map_err(SidecarError::Config)?;
+            watch_file(snapshot.clone(), move || {
+                let next = read_snapshot(&snapshot).and_then(|s| load_policy(&config, &s));
+                install(next, &policy, &metrics);
+            });
+            Ok(Arc::new(endpoints))
+        }
+        Source::Live {
+            snapshot,
+            endpoints,
+        } => {
+            let table = Arc::new(Endpoints::from_map((*endpoints.borrow()).as_ref().clone()));
+            tokio::spawn(follow_endpoints(endpoints, table.clone()));
+            tokio::spawn(follow_snapshots(snapshot, config, policy, metrics));
+            Ok(table)
+        }
+    }
+}
+
+/// Applies every new snapshot from the cluster to the next request.
+async fn follow_snapshots(
+    mut snapshots: watch::Receiver<Option<Arc<MeshSnapshot>>>,
+    config: GatewayConfig,
+    policy: Arc<ArcSwap<Policy>>,
+    metrics: Arc<Metrics>,
+) {
+    while snapshots.changed().await.is_ok() {
+        let next = snapshots.borrow_and_update().clone();
+        if let Some(snapshot) = next {
+            install(load_policy(&config, &snapshot), &policy, &metrics);
+        }
+    }
+    tracing::warn!("the cluster's snapshot source ended; keeping the last snapshot");
+}
+
+/// Applies every new EndpointSlice table to the next request.
+async fn follow_endpoints(
+    mut tables: watch::Receiver<Arc<EndpointMap>>,
+    endpoints: Arc<Endpoints>,
+) {
+    while tables.changed().await.is_ok() {
+        let table = tables.borrow_and_update().clone();
+        tracing::debug!(agents = table.len(), "agent endpoints updated");
+        endpoints.replace(table);
+    }
+}
+
+fn install(next: Result<Policy, String>, policy: &ArcSwap<Policy>, metrics: &Metrics) {
+    match next {
         Ok(next) => {
             metrics.reloads.inc();
             let version = next.snapshot.as_ref().map_or(0, |s| s.version());
@@ -172,19 +260,29 @@ fn reload(config: &GatewayConfig, policy: &ArcSwap<Policy>, metrics: &Metrics) {
     }
 }
 
-fn load_policy(config: &GatewayConfig) -> Result<Policy, String> {
-    let path = &config.snapshot;
+fn read_snapshot(path: &Path) -> Result<Arc<MeshSnapshot>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let snapshot: MeshSnapshot = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a Warden snapshot: {e}", path.display()))?;
+    Ok(Arc::new(snapshot))
+}
+
+/// The policy requests are decided with under `snapshot`: its JWT issuers' keys (a
+/// `jwksFile` is relative to the snapshot file's directory, or to the working directory for a
+/// cluster's snapshot) and the gateway's own settings.
+fn load_policy(config: &GatewayConfig, snapshot: &Arc<MeshSnapshot>) -> Result<Policy, String> {
+    let base = match &config.source {
+        Source::Files { snapshot, .. } => snapshot.parent().map(Path::to_path_buf),
+        Source::Live { .. } => None,
+    };
     let mut issuers = HashMap::new();
     for issuer in &snapshot.data().jwt_issuers {
         let Some(file) = &issuer.jwks_file else {
             tracing::warn!(issuer = %issuer.issuer, "jwksUrl is not fetched yet; use jwksFile");
             continue;
         };
-        let jwks_path = path
-            .parent()
+        let jwks_path = base
+            .as_ref()
             .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
         let text = std::fs::read_to_string(&jwks_path)
             .map_err(|e| format!("issuer {}: {}: {e}", issuer.issuer, jwks_path.display()))?;
@@ -210,8 +308,20 @@ fn load_policy(config: &GatewayConfig) -> Result<Policy, String> {
         None => None,
     };
     crate::admin_status::snapshot_loaded(snapshot.version());
-    Ok(Policy {
-        snapshot: Some(Arc::new(snapshot)),
+    let mut policy = policy_without_snapshot(config);
+    policy.snapshot = Some(snapshot.clone());
+    policy.jwt = JwtConfig {
+        svid_bundles,
+        svid_audience: config.jwt_audience.clone(),
+        issuers,
+    };
+    Ok(policy)
+}
+
+/// The gateway's settings with no snapshot yet: every route is unknown (404).
+fn policy_without_snapshot(config: &GatewayConfig) -> Policy {
+    Policy {
+        snapshot: None,
         settings: DynamicConfig {
             mode: config.mode,
             allow_ids: Vec::new(),
@@ -219,9 +329,9 @@ fn load_policy(config: &GatewayConfig) -> Result<Policy, String> {
             gateway_ids: Vec::new(),
         },
         jwt: JwtConfig {
-            svid_bundles,
+            svid_bundles: None,
             svid_audience: config.jwt_audience.clone(),
-            issuers,
+            issuers: HashMap::new(),
         },
-    })
+    }
 }

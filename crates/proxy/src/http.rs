@@ -18,6 +18,12 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// configured gateway identities; removed from every other request.
 pub const CALLER_HEADER: &str = "x-warden-caller";
 
+/// The header an egress tells the gateway its own address in (`http://127.0.0.1:15001`, as its
+/// app reached it), so that cards fetched through the egress send the app back through it.
+/// Believed only from a mesh egress identity (see `pipeline::card`); removed from every
+/// request by admission.
+pub const EGRESS_URL_HEADER: &str = "x-warden-egress-url";
+
 const XFCC: &str = "x-forwarded-client-cert";
 
 /// The header the sidecar tells its app the verified caller in (Envoy's XFCC format).
@@ -58,11 +64,15 @@ pub fn strip_inbound_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
-/// Removes hop-by-hop headers, including those `Connection` names.
+/// Removes hop-by-hop headers, including those `Connection` names — except `te: trailers`,
+/// which HTTP/2 allows end to end and gRPC servers require (a request without it is refused).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
+    let te_trailers = headers
+        .get(http::header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -75,6 +85,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -96,12 +109,22 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+/// Marks a response the proxy generated as an error (not one from upstream), with its
+/// message, so that a gRPC caller can be answered with a gRPC status instead
+/// (`crate::grpc::reshape`).
+#[derive(Debug, Clone)]
+pub struct GeneratedError(pub String);
+
 /// A JSON error response: `{"error": {"code": …, "rule": …, "message": …}}`.
 pub fn json_error(status: StatusCode, rule: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "error": { "status": status.as_u16(), "rule": rule, "message": message }
     });
-    json_response(status, &body)
+    let mut response = json_response(status, &body);
+    response
+        .extensions_mut()
+        .insert(GeneratedError(format!("{message} (rule {rule})")));
+    response
 }
 
 /// A JSON-RPC 2.0 error object for request `id`, with the HTTP status kept.
@@ -131,17 +154,7 @@ pub fn denial_response(
         StatusCode::from_u16(denial.refusal.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     if grpc {
         let (code, message) = denial.grpc();
-        let mut response = Response::new(full(Bytes::new()));
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from(code));
-        if let Ok(message) = HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", message);
-        }
-        return response;
+        return trailers_only(code, &message);
     }
     let mut response = match jsonrpc_id {
         Some(id) => json_response(status, &denial.jsonrpc(id)),
@@ -152,6 +165,22 @@ pub fn denial_response(
     if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason_phrase(status, &denial.message()))
     {
         response.extensions_mut().insert(phrase);
+    }
+    response
+}
+
+/// A gRPC trailers-only response (HTTP 200, `content-type: application/grpc`, no body): the
+/// shape gRPC clients read a call's failure from. `message` is already percent-encoded.
+pub fn trailers_only(code: u32, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(message) = HeaderValue::from_str(message) {
+        headers.insert("grpc-message", message);
     }
     response
 }
@@ -241,6 +270,16 @@ mod tests {
             strip_hop_by_hop(&mut map);
             assert_eq!(names(&map), ["accept"], "{hop} must not pass");
         }
+    }
+
+    #[test]
+    fn te_trailers_is_kept_for_grpc_and_any_other_te_removed() {
+        let mut map = headers(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_inbound_headers(&mut map);
+        assert_eq!(map[http::header::TE], "trailers");
+        let mut map = headers(&[("te", "gzip, trailers")]);
+        strip_inbound_headers(&mut map);
+        assert!(map.is_empty(), "{map:?}");
     }
 
     #[test]

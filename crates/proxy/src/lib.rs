@@ -18,6 +18,8 @@
 //! - [`authn`] (JWT-SVID and OIDC tokens) and [`authz`] (callers, allow lists): the rules the
 //!   authenticate and authorize steps apply;
 //! - [`http`]: identity/hop-by-hop header handling, XFCC, denial responses;
+//! - [`endpoints`]: where each agent's sidecars listen (flags or EndpointSlices), for the
+//!   gateway;
 //! - [`forward`]: pooled plaintext and mTLS upstream clients, body limits;
 //! - [`audit`]: the audit log's records, file and rotation;
 //! - [`metrics`]: `warden_*` Prometheus metrics;
@@ -30,9 +32,11 @@ pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod conn;
+pub mod endpoints;
 pub mod error;
 pub mod forward;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod peer_uid;

@@ -313,12 +313,15 @@ async fn connection<S: Service>(
         }
     };
     let conn = stream.get_ref().1;
-    let peer = Arc::new(Peer::verified(
-        warden_identity::tls::peer_spiffe_id(conn),
-        conn.peer_certificates()
-            .and_then(|c| c.first())
-            .map(|leaf| hex::encode(Sha256::digest(leaf))),
-    ));
+    let peer = Arc::new(Peer {
+        server_name: conn.server_name().map(str::to_owned),
+        ..Peer::verified(
+            warden_identity::tls::peer_spiffe_id(conn),
+            conn.peer_certificates()
+                .and_then(|c| c.first())
+                .map(|leaf| hex::encode(Sha256::digest(leaf))),
+        )
+    });
     serve(server, service, stream, peer, mode, stop, registered).await;
 }
 

@@ -191,6 +191,19 @@ impl KubeApi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Applies CustomResourceDefinitions (`yaml`, as `warden install` or `crds()` print them)
+    /// and waits until the apiserver serves every CRD (condition Established).
+    pub fn apply_crds(&self, yaml: &str) {
+        self.apply(yaml);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ]);
+    }
+
     fn wait_ready(&self) {
         let log = self.dir.path().join("kube-apiserver.log");
         wait_until("kube-apiserver", START_LIMIT, &log, || {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+pub mod spire;
+
 use warden_testkit::openssl::{OpensslCa, svid_extensions, time_from_now};
 use warden_testkit::process::{Running, free_addr, wait_listening};
 
@@ -223,3 +225,5 @@ pub async fn assert_sse_not_buffered(
     assert!(rest.contains(&"data: two".to_owned()), "{rest:?}");
     assert!(child.wait().expect("curl").success());
 }
+
+pub mod up;

@@ -2,7 +2,8 @@
 //!
 //! - Identity headers sent by the client and hop-by-hop headers are removed.
 //! - A caller asserted by the previous hop (`x-warden-caller`) is set aside, so that only
-//!   authentication decides whether to believe it, and it never reaches the app as sent.
+//!   authentication decides whether to believe it, and it never reaches the app as sent; so
+//!   is an egress's own address (`x-warden-egress-url`), for the card service.
 //! - Header names with `_`: WSGI, CGI, PHP-FPM and Rack read `_` as `-`, so
 //!   `X_Forwarded_Client_Cert` would reach such an app as the identity header itself. They
 //!   are dropped (as nginx and Envoy do), or the request is refused with 400
@@ -16,7 +17,7 @@ use warden_model::MtlsMode;
 
 use super::{Exchange, Handler, Refusal};
 pub use crate::config::UnderscoreHeaders;
-use crate::http::{CALLER_HEADER, ProxyBody, json_error, strip_inbound_headers};
+use crate::http::{CALLER_HEADER, EGRESS_URL_HEADER, ProxyBody, json_error, strip_inbound_headers};
 
 /// What admission does on a listener.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +53,7 @@ impl<S: Handler> Handler for Admit<S> {
             return *refusal;
         }
         ex.claimed_caller = ex.parts.headers.remove(CALLER_HEADER);
+        ex.claimed_egress_url = ex.parts.headers.remove(EGRESS_URL_HEADER);
         strip_inbound_headers(&mut ex.parts.headers);
         self.inner.handle(ex).await
     }
@@ -129,6 +131,7 @@ mod tests {
                     "URI=spiffe://warden.local/ns/a/sa/b",
                 ),
                 ("x-spiffe-id", "spiffe://warden.local/ns/a/sa/b"),
+                ("x-warden-egress-url", "http://127.0.0.1:15001"),
                 ("connection", "x-secret"),
                 ("x-secret", "1"),
                 ("accept", "*/*"),
@@ -142,6 +145,10 @@ mod tests {
         assert_eq!(
             ex.claimed_caller.as_ref().and_then(|v| v.to_str().ok()),
             Some("spiffe://warden.local/ns/a/sa/b")
+        );
+        assert_eq!(
+            ex.claimed_egress_url.as_ref().and_then(|v| v.to_str().ok()),
+            Some("http://127.0.0.1:15001")
         );
     }
 

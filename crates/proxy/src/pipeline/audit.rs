@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use super::{Exchange, Handler, Phase};
 use crate::audit::{Audit as AuditLog, AuditedBody, Record, rfc3339};
 use crate::authz::caller_header_value;
-use crate::http::ProxyBody;
+use crate::http::{ProxyBody, is_grpc};
 use crate::metrics::{Metrics, RequestLabels, status_class};
 
 /// The status recorded for a request whose client went away before any response (nginx's
@@ -47,12 +47,17 @@ impl<S: Handler> Audit<S> {
 
     /// Runs the chain on `ex` and records the outcome, whatever it is.
     pub async fn serve(&self, ex: Exchange) -> Response<ProxyBody> {
+        // Known before the steps edit the request (forwarding moves its headers out).
+        let grpc = is_grpc(&ex.parts.headers);
         let mut pending = Pending {
             ex,
             recorder: &self.recorder,
             done: false,
         };
-        let response = self.inner.handle(&mut pending.ex).await;
+        let mut response = self.inner.handle(&mut pending.ex).await;
+        if grpc {
+            response = crate::grpc::reshape(response);
+        }
         pending.finish(response)
     }
 }
@@ -67,10 +72,15 @@ struct Pending<'a> {
 impl Pending<'_> {
     fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         self.done = true;
-        let status = response.status();
+        // A refusal reshaped for gRPC (HTTP 200) is recorded as the refusal it was.
+        let status = response
+            .extensions()
+            .get::<crate::grpc::RefusedWith>()
+            .map_or(response.status(), |r| r.0);
         match self.recorder {
             Recorder::Gateway(audit) => {
-                let record = record_of(&self.ex, status.as_u16());
+                let mut record = record_of(&self.ex, status.as_u16());
+                record.grpc_status = crate::grpc::status_of(response.headers());
                 if self.ex.phase == Phase::Responding {
                     let (parts, body) = response.into_parts();
                     let body = AuditedBody::new(body, record, audit.clone(), self.ex.start);
@@ -128,6 +138,7 @@ pub fn record_of(ex: &Exchange, status: u16) -> Record {
         decision: if ex.allowed() { "allow" } else { "deny" },
         rule: ex.rule().to_owned(),
         status,
+        grpc_status: None,
         latency_ms: ex.start.elapsed().as_secs_f64() * 1000.0,
         bytes_in: ex.bytes_in,
         bytes_out: 0,
@@ -207,6 +218,35 @@ mod tests {
         assert_eq!(lines[0]["aborted"], true);
         assert_eq!(lines[0]["phase"], "forwarding");
         assert_eq!(lines[0]["decision"], "allow");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_callers_refusal_is_a_grpc_status_and_audited_as_the_refusal_it_was() {
+        use crate::pipeline::test_support::with_headers;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, path) = gateway_log(dir.path());
+        let step = Audit::new(
+            Recorder::Gateway(log),
+            Answer::refuse("unknown_target", 404),
+        );
+        let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+        let call = with_headers("POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, policy());
+        let response = step.serve(call).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "gRPC statuses travel in an HTTP 200"
+        );
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "5");
+        let recorded = lines(&path);
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0]["status"], 404);
+        assert_eq!(recorded[0]["grpc_status"], 5);
+        // The same refusal of a plain HTTP request stays as it was, with no gRPC status.
+        let plain = step.serve(exchange("POST", "/x", policy())).await;
+        assert_eq!(plain.status(), 404);
+        assert!(lines(&path)[1].get("grpc_status").is_none());
     }
 
     #[tokio::test]

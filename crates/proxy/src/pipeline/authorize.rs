@@ -7,7 +7,7 @@
 use http::Response;
 use http_body_util::{BodyExt, Limited};
 use warden_a2a::denial::{Denial, Refusal};
-use warden_model::policy::{CARD_METHOD, decide};
+use warden_model::policy::{CARD_METHOD, Caller, decide};
 
 use super::{Exchange, Handler, RequestBody};
 use crate::authz::{Verdict, authorize_by_flags};
@@ -137,7 +137,7 @@ async fn deny(ex: &mut Exchange, verdict: &Verdict, how: &Authz) -> Response<Pro
         _ => "this agent".to_owned(),
     };
     let denial = Denial {
-        refusal: Refusal::PermissionDenied,
+        refusal: refusal_of(ex, grpc),
         rule: verdict.rule,
         reason: verdict.reason,
         caller: &caller,
@@ -145,6 +145,17 @@ async fn deny(ex: &mut Exchange, verdict: &Verdict, how: &Authz) -> Response<Pro
         method: ex.call.method.as_deref().unwrap_or("call"),
     };
     denial_response(&denial, id.as_ref(), grpc)
+}
+
+/// `PERMISSION_DENIED`, except a gRPC caller who presented no credentials at all:
+/// `UNAUTHENTICATED`, which gRPC clients read as "authenticate and retry". (HTTP bindings stay
+/// 403: mTLS offers no `WWW-Authenticate` challenge for a 401 to carry.)
+fn refusal_of(ex: &Exchange, grpc: bool) -> Refusal {
+    if grpc && matches!(ex.caller, Caller::Anonymous) {
+        Refusal::Unauthenticated
+    } else {
+        Refusal::PermissionDenied
+    }
 }
 
 async fn peek_jsonrpc_id(ex: &mut Exchange) -> Option<serde_json::Value> {

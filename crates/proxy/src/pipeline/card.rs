@@ -2,6 +2,14 @@
 //! pointing at the gateway as the client reached it (each interface keeping its own path) —
 //! the static card from the snapshot, or the one the agent serves, fetched over mTLS and
 //! revalidated by ETag.
+//!
+//! Which base a card's URLs get, first that applies:
+//! 1. the client's egress, when the card was fetched through one: the egress says its own
+//!    address in `x-warden-egress-url`, believed only when the connection's verified peer is
+//!    the identity of an agent in the snapshot (a mesh sidecar); so an app that fetched the
+//!    card through its egress keeps calling through it instead of being sent past it;
+//! 2. `--public-url` (an explicit override, for clients outside the mesh);
+//! 3. the scheme and authority the client used (https over TLS).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +20,7 @@ use http_body_util::{BodyExt, Empty};
 use warden_model::CompiledAgent;
 
 use super::Exchange;
+use crate::endpoints::Endpoints;
 use crate::forward::{Upstreams, Via};
 use crate::http::{ProxyBody, full, json_error};
 
@@ -38,9 +47,12 @@ impl Cards {
         }
     }
 
-    /// `scheme://authority` of the gateway for this request's client: `--public-url`, else
-    /// as the client reached it.
+    /// `scheme://authority` of the gateway for this request's client: its egress, else
+    /// `--public-url`, else as the client reached it.
     fn base_url(&self, ex: &Exchange) -> String {
+        if let Some(egress) = egress_base(ex) {
+            return egress;
+        }
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => self.client_base(ex),
@@ -62,7 +74,7 @@ impl Cards {
     pub async fn serve(
         &self,
         upstreams: &Upstreams,
-        endpoints: &HashMap<String, String>,
+        endpoints: &Endpoints,
         ex: &Exchange,
     ) -> Response<ProxyBody> {
         let (Some(target), Some(snapshot)) = (&ex.target, &ex.policy.snapshot) else {
@@ -74,7 +86,7 @@ impl Cards {
         let key = target.key();
         let base = if target.by_host {
             // The agent's own host: its root is the agent, whatever --public-url says.
-            let mut base = self.client_base(ex);
+            let mut base = egress_base(ex).unwrap_or_else(|| self.client_base(ex));
             base.push('/');
             base
         } else {
@@ -83,20 +95,28 @@ impl Cards {
         let mut card = match &agent.card {
             Some(card) => card.clone(),
             None => {
-                let Some(endpoint) = endpoints.get(&key) else {
+                let Some(endpoint) = endpoints.pick(&key, agent.port) else {
                     return json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no_endpoint",
                         "no endpoint is configured for this agent",
                     );
                 };
-                match self.fetch(upstreams, &key, endpoint, agent).await {
+                match self.fetch(upstreams, &key, &endpoint, agent).await {
                     Ok(card) => card,
                     Err(response) => return response,
                 }
             }
         };
-        warden_a2a::rewrite_card(&mut card, &base);
+        let domain = snapshot.control_plane().host_domain.as_str();
+        let grpc_authority = grpc_authority(target, &base, domain);
+        warden_a2a::card::rewrite_card(
+            &mut card,
+            &warden_a2a::card::GatewayUrls {
+                base,
+                grpc_authority,
+            },
+        );
         let mut response = Response::new(full(card.to_string()));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -161,6 +181,125 @@ impl Cards {
     }
 }
 
+/// `scheme://authority` of the egress this request came through, as its app reached it: the
+/// `x-warden-egress-url` the previous hop sent, when that hop's verified identity is an agent's
+/// (a mesh sidecar's egress) and the value is a bare `http(s)://authority`. From any other
+/// caller the header means nothing: it would let a client point other clients' cards anywhere.
+fn egress_base(ex: &Exchange) -> Option<String> {
+    let claimed = ex.claimed_egress_url.as_ref()?;
+    let id = ex.peer.id.as_ref()?;
+    let snapshot = ex.policy.snapshot.as_ref()?;
+    if snapshot.agents_with_identity(id).next().is_none() {
+        tracing::debug!(peer = %id, "x-warden-egress-url ignored: the peer is not a mesh egress");
+        return None;
+    }
+    let uri: http::Uri = claimed.to_str().ok()?.parse().ok()?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let authority = uri.authority()?;
+    (uri.path() == "/" && uri.query().is_none()).then(|| format!("{scheme}://{authority}"))
+}
+
 fn card_error(message: &str) -> Response<ProxyBody> {
     json_error(StatusCode::BAD_GATEWAY, "card_fetch", message)
+}
+
+/// Where a gRPC client reaches `target` through the gateway: gRPC paths are
+/// `/{service}/{method}`, with no room for the agent, so a card fetched by path
+/// (`/api/a2a/{ns}/{agent}/…`) points its gRPC interfaces at the agent's own host name at the
+/// gateway's port (`{agent}.{ns}.a2a.localhost:8083`, routed by `:authority`); a card fetched
+/// by host name already has that authority (`None`: the base's).
+fn grpc_authority(target: &super::Target, base: &str, domain: &str) -> Option<String> {
+    if target.by_host {
+        return None;
+    }
+    let authority: http::uri::Authority = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let host = warden_a2a::host::agent_host(&target.namespace, &target.name, domain);
+    Some(match authority.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::test_support::{example_policy, exchange, from_peer};
+
+    const ORCHESTRATOR: &str = "spiffe://warden.local/ns/team-alpha/sa/orchestrator";
+
+    fn claiming(peer: Option<&str>, url: &str) -> Exchange {
+        let mut ex = exchange("GET", "/api/a2a/team-beta/specialist/", example_policy());
+        if let Some(id) = peer {
+            ex = from_peer(ex, id);
+        }
+        ex.claimed_egress_url = Some(HeaderValue::from_str(url).expect("header value"));
+        ex
+    }
+
+    #[test]
+    fn an_agents_egress_is_believed_about_its_own_address() {
+        let ex = claiming(Some(ORCHESTRATOR), "http://127.0.0.1:15001");
+        assert_eq!(egress_base(&ex).as_deref(), Some("http://127.0.0.1:15001"));
+        let cards = Cards::new(
+            Some("https://public.example".into()),
+            "127.0.0.1:8083".into(),
+        );
+        assert_eq!(
+            cards.base_url(&ex),
+            "http://127.0.0.1:15001",
+            "the egress wins over --public-url: a mesh app is never sent past its egress"
+        );
+    }
+
+    #[test]
+    fn anyone_else_claiming_an_egress_address_is_ignored() {
+        for (peer, url) in [
+            (None, "http://127.0.0.1:15001"),
+            (
+                Some("spiffe://warden.local/ns/team-alpha/sa/stranger"),
+                "http://127.0.0.1:15001",
+            ),
+            (
+                Some("spiffe://other.domain/ns/team-alpha/sa/orchestrator"),
+                "http://127.0.0.1:15001",
+            ),
+            (Some(ORCHESTRATOR), "http://127.0.0.1:15001/elsewhere"),
+            (Some(ORCHESTRATOR), "ftp://127.0.0.1:15001"),
+            (Some(ORCHESTRATOR), "127.0.0.1:15001"),
+        ] {
+            let ex = claiming(peer, url);
+            assert_eq!(egress_base(&ex), None, "{peer:?} {url}");
+            let cards = Cards::new(None, "127.0.0.1:8083".into());
+            let scheme = if peer.is_some() { "https" } else { "http" };
+            assert_eq!(
+                cards.base_url(&ex),
+                format!("{scheme}://127.0.0.1:8083"),
+                "{peer:?} {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_interfaces_of_a_path_routed_card_point_at_the_agents_host_at_the_gateway_port() {
+        let mut target =
+            crate::pipeline::route::parse("/api/a2a/team-beta/specialist/").expect("a route");
+        let base = "https://127.0.0.1:8083/api/a2a/team-beta/specialist/";
+        assert_eq!(
+            grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN).as_deref(),
+            Some("specialist.team-beta.a2a.localhost:8083")
+        );
+        target.by_host = true;
+        assert_eq!(
+            grpc_authority(&target, base, warden_a2a::host::DEFAULT_DOMAIN),
+            None
+        );
+    }
 }

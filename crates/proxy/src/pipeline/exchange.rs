@@ -118,6 +118,9 @@ pub struct Exchange {
     /// A caller asserted by the previous hop (`x-warden-caller`), set aside by admission for
     /// authentication to trust or ignore.
     pub claimed_caller: Option<http::HeaderValue>,
+    /// The egress address asserted by the previous hop (`x-warden-egress-url`), set aside by
+    /// admission for the card service to believe from a mesh egress identity only.
+    pub claimed_egress_url: Option<http::HeaderValue>,
     /// Who is calling.
     pub caller: Caller,
     /// How the caller was authenticated: `mtls`, `jwt-svid`, `oidc`, `anonymous`, `invalid`.
@@ -173,6 +176,7 @@ impl Exchange {
             bytes_in,
             buffered: None,
             claimed_caller: None,
+            claimed_egress_url: None,
             caller: Caller::Anonymous,
             authn: "anonymous",
             forwarded: false,

@@ -4,6 +4,7 @@
 //! a body a step had to read goes on as read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -13,15 +14,17 @@ use warden_model::MtlsMode;
 
 use super::card::Cards;
 use super::{Exchange, Handler, Phase, Policy, RequestBody};
+use crate::endpoints::Endpoints;
 use crate::forward::{Upstreams, Via};
-use crate::http::{ProxyBody, json_error};
+use crate::http::{EGRESS_URL_HEADER, ProxyBody, json_error};
 
 /// Where a listener sends what it allowed.
 pub enum Destination {
     /// The gateway: the target agent's sidecar, by `--endpoint`.
     Gateway {
-        /// `namespace/name` → `host:port` of the agent's sidecar.
-        endpoints: HashMap<String, String>,
+        /// `namespace/name` → the addresses of the agent's sidecars (swapped live in a
+        /// cluster).
+        endpoints: Arc<Endpoints>,
         /// Agent cards, served here with gateway URLs.
         cards: Cards,
     },
@@ -80,11 +83,7 @@ impl Handler for Forward {
 
 type Aimed<'a> = Result<Via<'a>, Box<Response<ProxyBody>>>;
 
-fn to_sidecar<'p>(
-    ex: &mut Exchange,
-    endpoints: &HashMap<String, String>,
-    policy: &'p Policy,
-) -> Aimed<'p> {
+fn to_sidecar<'p>(ex: &mut Exchange, endpoints: &Endpoints, policy: &'p Policy) -> Aimed<'p> {
     let Some(target) = &ex.target else {
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -93,13 +92,12 @@ fn to_sidecar<'p>(
         )));
     };
     let key = target.key();
-    let (Some(endpoint), Some(agent)) = (
-        endpoints.get(&key),
-        policy
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.agent(&target.namespace, &target.name)),
-    ) else {
+    let agent = policy
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.agent(&target.namespace, &target.name));
+    let (Some(agent), Some(endpoint)) = (agent, agent.and_then(|a| endpoints.pick(&key, a.port)))
+    else {
         let message = format!("no endpoint is configured for {key}");
         return Err(Box::new(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,10 +114,10 @@ fn to_sidecar<'p>(
     ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
         .parse()
         .map_err(|_| bad_target())?;
-    ex.parts.version = Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(endpoint) {
+    if let Ok(host) = HeaderValue::from_str(&endpoint) {
         ex.parts.headers.insert(http::header::HOST, host);
     }
+    set_version(&mut ex.parts);
     Ok(Via::Mesh(&agent.spiffe_id))
 }
 
@@ -141,13 +139,22 @@ fn to_app(ex: &mut Exchange, app: &http::uri::Authority) -> Aimed<'static> {
 
 fn to_egress<'a>(
     ex: &mut Exchange,
-    gateway_url: Option<&Uri>,
+    gateway_url: Option<&'a Uri>,
     mesh_peers: &'a HashMap<String, SpiffeId>,
     policy: &'a Policy,
 ) -> Aimed<'a> {
     let parts = &mut ex.parts;
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    let egress_url = egress_url(parts, &uri);
     let (authority, expected) = match uri.authority.take() {
+        // An agent's host name (a gRPC client following a card fetched through this egress
+        // calls `{agent}.{ns}.{domain}:{egress port}`): to the gateway, which routes by it.
+        Some(authority) if !mesh_peers.contains_key(authority.as_str()) => {
+            if let Some(via) = agent_host_via(&authority, gateway_url, policy) {
+                return aim_agent_host(parts, uri, authority, egress_url, via);
+            }
+            (authority, None)
+        }
         // absolute-form: proxy to the named host.
         Some(authority) => {
             let expected = mesh_peers.get(authority.as_str());
@@ -174,8 +181,61 @@ fn to_egress<'a>(
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(http::header::HOST, host);
     }
+    // A mesh peer (the gateway) learns where this app reaches us, for the cards it serves.
+    if let (Via::Mesh(_), Some(url)) = (&via, egress_url) {
+        parts.headers.insert(EGRESS_URL_HEADER, url);
+    }
     aim(parts, uri, scheme, authority)?;
     Ok(via)
+}
+
+/// How a request for `authority` goes when it names an agent's host under the mesh's host
+/// domain and there is a gateway to send it to: over mTLS to the gateway's address, expecting
+/// the gateway's identity, the agent's host name kept as `:authority`/`Host` and SNI.
+fn agent_host_via<'a>(
+    authority: &http::uri::Authority,
+    gateway_url: Option<&'a Uri>,
+    policy: &'a Policy,
+) -> Option<Via<'a>> {
+    let domain = policy
+        .snapshot
+        .as_ref()
+        .map_or(warden_a2a::host::DEFAULT_DOMAIN, |s| {
+            s.control_plane().host_domain.as_str()
+        });
+    warden_a2a::host::route_host(authority.as_str(), domain)?;
+    let gateway = gateway_url?.authority()?;
+    match (policy.settings.gateway_ids.first(), policy.settings.mode) {
+        (Some(id), MtlsMode::Permissive | MtlsMode::Strict) => Some(Via::MeshAt(id, gateway)),
+        _ => None,
+    }
+}
+
+fn aim_agent_host<'a>(
+    parts: &mut http::request::Parts,
+    uri: http::uri::Parts,
+    authority: http::uri::Authority,
+    egress_url: Option<HeaderValue>,
+    via: Via<'a>,
+) -> Aimed<'a> {
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    if let Some(url) = egress_url {
+        parts.headers.insert(EGRESS_URL_HEADER, url);
+    }
+    aim(parts, uri, http::uri::Scheme::HTTPS, authority)?;
+    Ok(via)
+}
+
+/// `http://{authority}` as the app reached this egress: the authority of an absolute-form
+/// request (the app uses us as its HTTP proxy and will again), else its `Host`.
+fn egress_url(parts: &http::request::Parts, uri: &http::uri::Parts) -> Option<HeaderValue> {
+    let authority = match &uri.authority {
+        Some(authority) => authority.as_str(),
+        None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    HeaderValue::from_str(&format!("http://{authority}")).ok()
 }
 
 /// Points a request at `scheme://authority` with its own path and query (moved, not copied),
@@ -192,8 +252,19 @@ fn aim(
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| bad_target())?;
-    parts.version = Version::HTTP_11;
+    set_version(parts);
     Ok(())
+}
+
+/// The version a request goes upstream in: gRPC stays HTTP/2 (it needs trailers; the
+/// authority travels as `:authority`, so `Host` goes), everything else is HTTP/1.1.
+fn set_version(parts: &mut http::request::Parts) {
+    if crate::grpc::needs_http2(&parts.headers) {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(http::header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+    }
 }
 
 fn bad_target() -> Box<Response<ProxyBody>> {
@@ -250,6 +321,42 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_host_at_the_egress_goes_to_the_gateway_keeping_the_host_as_authority() {
+        use crate::pipeline::test_support::{settings, with_headers};
+        use std::sync::Arc;
+        let gateway_id = SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/gw").expect("id");
+        let policy = Arc::new(Policy {
+            settings: crate::config::DynamicConfig {
+                gateway_ids: vec![gateway_id.clone()],
+                ..settings()
+            },
+            snapshot: None,
+            jwt: crate::authn::JwtConfig::default(),
+        });
+        let gateway: Uri = "https://127.0.0.1:8083".parse().expect("uri");
+        let no_peers = HashMap::new();
+        let grpc = [("content-type", "application/grpc")];
+        let target = "http://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask";
+        let mut ex = with_headers("POST", target, &grpc, policy.clone());
+        let Ok(via) = to_egress(&mut ex, Some(&gateway), &no_peers, &policy) else {
+            panic!("not aimed");
+        };
+        assert!(
+            matches!(via, Via::MeshAt(id, at) if *id == gateway_id && at == "127.0.0.1:8083"),
+            "{via:?}"
+        );
+        assert_eq!(
+            ex.parts.uri,
+            "https://specialist.team-beta.a2a.localhost:15001/lf.a2a.v1.A2AService/GetTask"
+        );
+        assert_eq!(ex.parts.version, Version::HTTP_2);
+        // Any other host is not the gateway's.
+        let mut ex = exchange("GET", "http://example.com/x", policy.clone());
+        let via = to_egress(&mut ex, Some(&gateway), &no_peers, &policy);
+        assert!(matches!(via, Ok(Via::Plain)));
+    }
+
+    #[test]
     fn absolute_form_egress_to_a_mesh_peer_goes_over_mtls_expecting_its_id() {
         let id = SpiffeId::new("spiffe://warden.local/ns/b/sa/agent").expect("id");
         let peers = HashMap::from([("b.mesh:8443".to_owned(), id.clone())]);
@@ -260,5 +367,39 @@ mod tests {
         };
         assert!(matches!(via, Via::Mesh(expected) if *expected == id));
         assert_eq!(ex.parts.uri, "https://b.mesh:8443/v1/card");
+        assert_eq!(
+            ex.parts.headers[EGRESS_URL_HEADER], "http://b.mesh:8443",
+            "an app using the egress as its proxy is sent back through it"
+        );
+    }
+
+    #[test]
+    fn origin_form_egress_tells_the_gateway_the_address_the_app_used() {
+        let gateway_id =
+            SpiffeId::new("spiffe://warden.local/ns/warden-system/sa/warden-gateway").expect("id");
+        let mut settings = crate::pipeline::test_support::settings();
+        settings.gateway_ids = vec![gateway_id];
+        let policy = std::sync::Arc::new(Policy {
+            snapshot: None,
+            settings,
+            jwt: Default::default(),
+        });
+        let gateway: Uri = "http://127.0.0.1:8083".parse().expect("uri");
+        let mut ex = crate::pipeline::test_support::with_headers(
+            "GET",
+            "/api/a2a/team-beta/specialist/.well-known/agent-card.json",
+            &[("host", "127.0.0.1:15001")],
+            policy.clone(),
+        );
+        let peers = HashMap::new();
+        assert!(matches!(
+            to_egress(&mut ex, Some(&gateway), &peers, &policy),
+            Ok(Via::Mesh(_))
+        ));
+        assert_eq!(
+            ex.parts.headers[EGRESS_URL_HEADER],
+            "http://127.0.0.1:15001"
+        );
+        assert_eq!(ex.parts.headers[http::header::HOST], "127.0.0.1:8083");
     }
 }

@@ -1,10 +1,18 @@
 //! Routing: which agent a gateway request is for, from its host name
-//! (`{agent}.{namespace}.a2a.localhost`, the agent at the root, so standard discovery of
+//! (`{agent}.{namespace}.{domain}`, the domain from MeshConfig `spec.gateway.hostDomain`,
+//! `a2a.localhost` by default; the agent at the root, so standard discovery of
 //! `/.well-known/agent-card.json` works) or from `/api/a2a/{namespace}/{agent}/…`, and
 //! whether the current snapshot knows it — decided from the request line alone, before
 //! anything else is looked at. A sidecar serves one agent, so its requests need no route.
+//!
+//! Over TLS the server name (SNI) counts too: a connection opened for an agent's host name
+//! serves that agent only. With no `Host`/`:authority` the SNI routes; a request naming
+//! another host on such a connection is 421 Misdirected Request (RFC 9110 §15.5.20), the
+//! answer that makes a client that reused a connection open a new one.
 
 use http::{Response, StatusCode};
+
+use warden_a2a::host::DEFAULT_DOMAIN;
 
 use super::{Exchange, Handler, Refusal, Target};
 use crate::http::{ProxyBody, json_error};
@@ -43,8 +51,31 @@ impl<S: Handler> Handler for Route<S> {
 }
 
 fn route_gateway(ex: &mut Exchange) -> Result<(), Refusal> {
-    let by_host = request_host(ex).and_then(|host| parse_host(host, ex.parts.uri.path()));
-    let Some(target) = by_host.or_else(|| parse(ex.parts.uri.path())) else {
+    let policy = ex.policy.clone();
+    let domain = policy
+        .snapshot
+        .as_ref()
+        .map_or(DEFAULT_DOMAIN, |s| s.control_plane().host_domain.as_str());
+    let path = ex.parts.uri.path();
+    let by_sni = (ex.peer.server_name.as_deref()).and_then(|n| parse_host(n, path, domain));
+    let host = request_host(ex);
+    let by_host = host.and_then(|h| parse_host(h, path, domain));
+    if let (Some(sni), Some(host)) = (&by_sni, host)
+        && by_host.as_ref().map(Target::key) != Some(sni.key())
+    {
+        let message = format!(
+            "this TLS connection was opened for {} (server name); the request is for {host}: \
+             open a connection for that host",
+            ex.peer.server_name.as_deref().unwrap_or_default()
+        );
+        ex.refused_by = Some("misdirected");
+        return Err(Box::new(json_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            &message,
+        )));
+    }
+    let Some(target) = by_host.or(by_sni).or_else(|| parse(ex.parts.uri.path())) else {
         ex.refused_by = Some("route");
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -81,10 +112,10 @@ fn request_host(ex: &Exchange) -> Option<&str> {
     })
 }
 
-/// `{agent}.{namespace}.{domain}` (the domain `a2a.localhost`, RFC 6761's loopback names) →
+/// `{agent}.{namespace}.{domain}` (by default `a2a.localhost`, RFC 6761's loopback names) →
 /// the target, the whole path being the agent's.
-pub fn parse_host(host: &str, path: &str) -> Option<Target> {
-    let (namespace, name) = warden_a2a::host::route_host(host, warden_a2a::host::DEFAULT_DOMAIN)?;
+pub fn parse_host(host: &str, path: &str, domain: &str) -> Option<Target> {
+    let (namespace, name) = warden_a2a::host::route_host(host, domain)?;
     Some(Target {
         namespace: namespace.to_ascii_lowercase(),
         name: name.to_ascii_lowercase(),
@@ -154,13 +185,21 @@ mod tests {
         let t = parse_host(
             "specialist.team-beta.a2a.localhost:8083",
             "/v1/message:send",
+            DEFAULT_DOMAIN,
         )
         .expect("a route");
         assert_eq!(
             (t.key().as_str(), t.rest.as_str(), t.by_host),
             ("team-beta/specialist", "v1/message:send", true)
         );
-        assert!(parse_host("127.0.0.1:8083", "/api/a2a/team-beta/specialist/").is_none());
+        assert!(
+            parse_host(
+                "127.0.0.1:8083",
+                "/api/a2a/team-beta/specialist/",
+                DEFAULT_DOMAIN
+            )
+            .is_none()
+        );
     }
 
     #[tokio::test]
@@ -172,6 +211,82 @@ mod tests {
         assert_eq!(
             seen(&slot).target.map(|t| t.key()),
             Some("team-beta/specialist".into())
+        );
+    }
+
+    fn over_tls_for(server_name: &str, uri: &str, host: Option<&str>) -> Exchange {
+        let headers: Vec<(&str, &str)> = host.map(|h| ("host", h)).into_iter().collect();
+        let mut ex =
+            crate::pipeline::test_support::with_headers("GET", uri, &headers, example_policy());
+        ex.peer = std::sync::Arc::new(crate::authz::Peer {
+            server_name: Some(server_name.to_owned()),
+            ..crate::authz::Peer::verified(None, None)
+        });
+        ex
+    }
+
+    #[tokio::test]
+    async fn the_tls_server_name_routes_and_must_agree_with_the_host() {
+        const SPECIALIST: &str = "specialist.team-beta.a2a.localhost";
+        // SNI alone (no Host, no :authority) routes to the agent at the root.
+        let (last, slot) = Answer::ok();
+        let step = Route::new(Routing::Gateway, last);
+        let mut ex = over_tls_for(SPECIALIST, "/.well-known/agent-card.json", None);
+        assert_eq!(step.handle(&mut ex).await.status(), 200);
+        let target = seen(&slot).target.expect("routed");
+        assert_eq!(
+            (target.key().as_str(), target.by_host),
+            ("team-beta/specialist", true)
+        );
+        // The same agent in SNI and Host (any case, with a port): routed.
+        let mut ex = over_tls_for(
+            SPECIALIST,
+            "/",
+            Some("Specialist.team-beta.a2a.localhost:8083"),
+        );
+        assert_eq!(step.handle(&mut ex).await.status(), 200);
+        // Another agent, or the gateway's path routes, on a connection for the specialist: 421.
+        for (uri, host) in [
+            ("/", "public.team-beta.a2a.localhost:8083"),
+            ("/api/a2a/team-beta/specialist/", "127.0.0.1:8083"),
+        ] {
+            let mut ex = over_tls_for(SPECIALIST, uri, Some(host));
+            let response = step.handle(&mut ex).await;
+            assert_eq!(response.status(), 421, "{host}{uri}");
+            assert_eq!(ex.refused_by, Some("misdirected"));
+        }
+        // A server name that is no agent's (an IP client, `localhost`) leaves routing to Host.
+        let mut ex = over_tls_for(
+            "localhost",
+            "/",
+            Some("specialist.team-beta.a2a.localhost:8083"),
+        );
+        assert_eq!(step.handle(&mut ex).await.status(), 200);
+        let mut ex = over_tls_for(
+            "localhost",
+            "/api/a2a/team-beta/specialist/",
+            Some("127.0.0.1:8083"),
+        );
+        assert_eq!(step.handle(&mut ex).await.status(), 200);
+    }
+
+    #[test]
+    fn host_names_follow_the_meshconfig_domain() {
+        assert!(
+            parse_host(
+                "specialist.team-beta.agents.example.com",
+                "/",
+                "agents.example.com"
+            )
+            .is_some()
+        );
+        assert!(
+            parse_host(
+                "specialist.team-beta.a2a.localhost",
+                "/",
+                "agents.example.com"
+            )
+            .is_none()
         );
     }
 }

@@ -1,0 +1,150 @@
+//! The targets of docs/benchmarks.md (issues 11 and 17), computed from one run's figures, so
+//! that a single invocation answers every one of them.
+
+use serde::Serialize;
+
+use crate::{BASELINE, Report, Scenario};
+
+/// One target and this run's figure for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is measured, with its limit.
+    pub target: &'static str,
+    /// This run's figure; `None` when the rows it needs did not run.
+    pub value: Option<f64>,
+    /// Whether the figure is within the limit; `None` when not measured.
+    pub met: Option<bool>,
+}
+
+/// At most, or at least, a limit.
+enum Limit {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+fn check(target: &'static str, value: Option<f64>, limit: Limit) -> Check {
+    let met = value.map(|v| match limit {
+        Limit::AtMost(l) => v <= l,
+        Limit::AtLeast(l) => v >= l,
+    });
+    Check { target, value, met }
+}
+
+fn row<'a>(report: &'a Report, name: &str) -> Option<&'a Scenario> {
+    report
+        .scenarios
+        .iter()
+        .find(|s| s.name == name && s.skipped.is_none())
+}
+
+/// `field` of row `a` divided by the same of row `b`.
+fn ratio(
+    report: &Report,
+    a: &str,
+    b: &str,
+    field: impl Fn(&Scenario) -> Option<f64>,
+) -> Option<f64> {
+    let (a, b) = (row(report, a)?, row(report, b)?);
+    field(a).zip(field(b)).map(|(a, b)| a / b)
+}
+
+fn kib(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+/// Every target this run has the figures for (the others are listed as not measured).
+pub fn checks(report: &Report) -> Vec<Check> {
+    use Limit::{AtLeast, AtMost};
+    let cpu = |s: &Scenario| s.cpu_us_per_request;
+    let rps = |s: &Scenario| s.rps;
+    let added_p99 = |name: &str| row(report, name).and_then(|s| s.added_p99_ms_vs_direct);
+    let base = |name: &str| format!("{name}{BASELINE}");
+    let handshakes_vs_baseline = report
+        .handshakes_per_sidecar_cpu_sec
+        .zip(report.baseline_handshakes_per_sidecar_cpu_sec)
+        .map(|(a, b)| a / b);
+    let burst_growth = report
+        .gateway_burst_after_rss_kib
+        .zip(report.gateway_idle_rss_kib)
+        .map(|(after, idle)| (after as f64 - idle as f64) / 1024.0);
+    vec![
+        check(
+            "mesh-path cpu/req ÷ sidecar-mtls cpu/req ≤ 2.5",
+            ratio(report, "mesh-path", "sidecar-mtls", cpu),
+            AtMost(2.5),
+        ),
+        check(
+            "mesh-path rps ÷ nginx-mtls rps ≥ 0.6",
+            ratio(report, "mesh-path", "nginx-mtls", rps),
+            AtLeast(0.6),
+        ),
+        check(
+            "sidecar-mtls cpu/req ÷ nginx-mtls cpu/req ≤ 0.75",
+            ratio(report, "sidecar-mtls", "nginx-mtls", cpu),
+            AtMost(0.75),
+        ),
+        check(
+            "sidecar-mtls cpu/req ÷ haproxy-mtls cpu/req (no target; for reading)",
+            ratio(report, "sidecar-mtls", "haproxy-mtls", cpu),
+            AtMost(f64::INFINITY),
+        ),
+        check(
+            "sidecar-mtls added p99 at --rate ≤ 0.15 ms",
+            added_p99("sidecar-mtls"),
+            AtMost(0.15),
+        ),
+        check(
+            "mesh-path added p99 at --rate ≤ 0.4 ms",
+            added_p99("mesh-path"),
+            AtMost(0.4),
+        ),
+        check(
+            "sidecar idle RSS ≤ 10 MiB (KiB)",
+            kib(report.sidecar_idle_rss_kib),
+            AtMost(10240.0),
+        ),
+        check(
+            "gateway idle RSS ≤ 10 MiB (KiB)",
+            kib(report.gateway_idle_rss_kib),
+            AtMost(10240.0),
+        ),
+        check(
+            "gateway RSS after the burst − idle ≤ 20 MiB (MiB)",
+            burst_growth,
+            AtMost(20.0),
+        ),
+        check(
+            "full handshakes per sidecar CPU second ≥ 5,100",
+            report.handshakes_per_sidecar_cpu_sec,
+            AtLeast(5100.0),
+        ),
+        check(
+            "handshakes per sidecar CPU second ÷ baseline's ≥ 0.95",
+            handshakes_vs_baseline,
+            AtLeast(0.95),
+        ),
+        check(
+            "sidecar-mtls cpu/req ÷ baseline's ≤ 1.05",
+            ratio(report, "sidecar-mtls", &base("sidecar-mtls"), cpu),
+            AtMost(1.05),
+        ),
+        check(
+            "mesh-path cpu/req ÷ baseline's ≤ 1.05",
+            ratio(report, "mesh-path", &base("mesh-path"), cpu),
+            AtMost(1.05),
+        ),
+    ]
+}
+
+/// The checks as a Markdown table.
+pub fn table(checks: &[Check]) -> String {
+    let mut out = String::from("\n| target | this run | met |\n|---|---|---|\n");
+    for c in checks {
+        let (value, met) = match (c.value, c.met) {
+            (Some(v), Some(met)) => (format!("{v:.2}"), if met { "yes" } else { "**no**" }),
+            _ => ("–".into(), "not measured"),
+        };
+        out.push_str(&format!("| {} | {value} | {met} |\n", c.target));
+    }
+    out
+}

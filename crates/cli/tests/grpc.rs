@@ -1,0 +1,419 @@
+//! The A2A gRPC binding through Warden (issue 12.4): a2a-sdk's own gRPC server behind
+//! `warden sidecar` (Strict) and `warden gateway`, called by a2a-sdk's gRPC client holding an
+//! SVID from `warden ca issue`, which fetches the card and follows it — real processes, HTTP/2
+//! with ALPN over mTLS from client to gateway and gateway to sidecar, h2c to the app.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use warden_testkit::process::{Running, free_addr, log_tail, spawn_logged, wait_listening};
+
+/// How long the agent holds a streamed task open between its `working` event and the end.
+const PAUSE_SECS: f64 = 1.5;
+
+/// `warden ca` with `args`, which must succeed.
+fn warden_ca(args: &[&str]) {
+    let out = Command::new(WARDEN).arg("ca").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "warden ca {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Warden CA for warden.local and SVIDs issued by it (`warden ca issue`).
+struct Identities {
+    dir: tempfile::TempDir,
+}
+
+impl Identities {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        warden_ca(&["init", "--dir", ca.to_str().unwrap()]);
+        let this = Self { dir };
+        for (name, id) in [
+            ("specialist", SPECIALIST),
+            ("orchestrator", ORCHESTRATOR),
+            ("rogue", ROGUE),
+        ] {
+            let out = this.svid(name);
+            warden_ca(&[
+                "issue",
+                "--dir",
+                ca.to_str().unwrap(),
+                "--id",
+                id,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+        }
+        this.gateway_svid(&ca);
+        this
+    }
+
+    fn svid(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-svid"))
+    }
+
+    fn file(&self, name: &str, file: &str) -> String {
+        self.svid(name).join(file).display().to_string()
+    }
+
+    /// The gateway's SVID, with the agents' host names beside its SPIFFE ID (`--dns`): gRPC
+    /// clients (grpcio) always check the host name, with no way to turn that off.
+    fn gateway_svid(&self, ca: &Path) {
+        let out = self.svid("gateway");
+        warden_ca(&[
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--id",
+            GATEWAY,
+            "--dns",
+            "*.team-beta.a2a.localhost",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    }
+}
+
+/// The example mesh, the specialist serving a static card whose one interface is gRPC.
+fn mesh_edit(app: &str) -> impl Fn(&str) -> String {
+    let card = format!(
+        "  card:\n    name: grpc-specialist\n    description: a2a-sdk gRPC agent\n    version: 1.0.0\n    \
+         supportedInterfaces:\n      - url: \"{app}\"\n        protocolBinding: GRPC\n        protocolVersion: \"1.0\"\n    \
+         capabilities:\n      streaming: true\n    defaultInputModes: [text/plain]\n    defaultOutputModes: [text/plain]\n    \
+         skills:\n      - id: echo\n        name: echo\n        description: echoes\n        tags: [echo]\n"
+    );
+    move |text: &str| {
+        text.replace(
+            "  description: Answers questions about invoices.\n",
+            &format!("  description: Answers questions about invoices.\n{card}"),
+        )
+    }
+}
+
+/// How the gRPC client reaches the gateway.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// mTLS with this workload's SVID.
+    Svid(&'static str),
+    /// TLS without a client certificate.
+    NoCertificate,
+    /// h2c with prior knowledge, no TLS.
+    Plaintext,
+}
+
+struct Mesh {
+    ids: Identities,
+    _agent: Running,
+    sidecar: Sidecar,
+    _gateway: Running,
+    gateway: std::net::SocketAddr,
+    audit: PathBuf,
+    python: PathBuf,
+    egress: Option<Sidecar>,
+}
+
+impl Mesh {
+    fn start(python: PathBuf) -> Self {
+        let ids = Identities::new();
+        let dir = ids.dir.path().to_owned();
+        let app = free_addr();
+        let script = warden_testkit::sdk::sources().join("python/grpc_agent.py");
+        let agent_log = dir.join("agent.log");
+        let agent = spawn_logged(
+            Command::new(&python)
+                .arg(script)
+                .arg(app.to_string())
+                .arg(PAUSE_SECS.to_string()),
+            &agent_log,
+        );
+        wait_listening(app, Duration::from_secs(20));
+        let snapshot = dir.join("snapshot.json");
+        compile_example(&snapshot, mesh_edit(&app.to_string()));
+        let snap = snapshot.to_str().unwrap();
+        let sidecar = start_sidecar(
+            &ids.svid("specialist"),
+            app,
+            &["--snapshot", snap, "--agent", "team-beta/specialist"],
+        );
+        let gateway = free_addr();
+        let audit = dir.join("audit.log");
+        let child = Command::new(WARDEN)
+            .args(["gateway", "--listen", &gateway.to_string()])
+            .args(["--admin", &free_addr().to_string(), "--snapshot", snap])
+            .args(["--svid-dir", ids.svid("gateway").to_str().unwrap()])
+            .args([
+                "--endpoint",
+                &format!("team-beta/specialist={}", sidecar.inbound),
+            ])
+            .args(["--audit-log", audit.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway_process = Running(child);
+        wait_listening(gateway, Duration::from_secs(10));
+        Mesh {
+            ids,
+            _agent: agent,
+            sidecar,
+            _gateway: gateway_process,
+            gateway,
+            audit,
+            python,
+            egress: None,
+        }
+    }
+
+    /// Runs grpc_client.py `mode` with `target` as `who`.
+    fn client(&self, mode: &str, target: &str, who: Caller) -> serde_json::Value {
+        let script = warden_testkit::sdk::sources().join("python/grpc_client.py");
+        let (cert, key) = match who {
+            Caller::Svid(who) => (
+                self.ids.file(who, "svid.pem"),
+                self.ids.file(who, "svid_key.pem"),
+            ),
+            Caller::NoCertificate => ("-".to_owned(), "-".to_owned()),
+            Caller::Plaintext => ("plain".to_owned(), "-".to_owned()),
+        };
+        let out = Command::new(&self.python)
+            .arg(script)
+            .args([mode, target, &cert, &key])
+            .arg(self.ids.file("gateway", "svid_bundle.pem"))
+            .output()
+            .expect("run the a2a-sdk gRPC client");
+        assert!(
+            out.status.success(),
+            "grpc_client.py {mode}: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log_tail(&self.ids.dir.path().join("agent.log"), 20)
+        );
+        serde_json::from_slice(&out.stdout).expect("the client prints JSON")
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The orchestrator's sidecar with an egress port toward the gateway; its address.
+    fn start_egress(&mut self) -> std::net::SocketAddr {
+        let egress = free_addr();
+        let gateway_url = format!("https://{}", self.gateway);
+        let sidecar = start_sidecar(
+            &self.ids.svid("orchestrator"),
+            free_addr(),
+            &[
+                "--egress",
+                &egress.to_string(),
+                "--gateway-url",
+                &gateway_url,
+                "--gateway-id",
+                GATEWAY,
+            ],
+        );
+        wait_listening(egress, Duration::from_secs(10));
+        self.egress = Some(sidecar);
+        egress
+    }
+
+    /// The gRPC target of `agent` at the gateway: its host name, which the gateway routes by.
+    fn grpc_target(&self, agent: &str) -> String {
+        format!("{agent}.team-beta.a2a.localhost:{}", self.gateway.port())
+    }
+}
+
+/// What a client that followed the card (send, stream, get, subscribe, cancel) must have seen.
+fn assert_followed(seen: &serde_json::Value, grpc_url: &str) {
+    assert_eq!(seen["card_grpc_urls"], serde_json::json!([grpc_url]));
+    assert_eq!(seen["send"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(seen["send"]["artifact"], "echo: hello");
+    assert_eq!(seen["get"]["id_matches"], true);
+    assert_eq!(seen["get"]["state"], "TASK_STATE_COMPLETED");
+    assert!(
+        seen["get_unknown"]
+            .as_str()
+            .is_some_and(|e| e.contains("TaskNotFound") || e.contains("NOT_FOUND")),
+        "{seen}"
+    );
+    // Server streaming is delivered event by event: the first events arrive while the agent
+    // still holds the stream open, the last one after its pause.
+    let stream = seen["stream"].as_array().expect("stream events");
+    let at = |e: &serde_json::Value| e["at"].as_f64().unwrap_or_default();
+    let (first, last) = (
+        stream.first().expect("events"),
+        stream.last().expect("events"),
+    );
+    assert!(
+        at(last) - at(first) >= PAUSE_SECS * 0.8,
+        "the stream arrived at once (buffered): {stream:?}"
+    );
+    assert_eq!(last["kind"], "status_update", "{stream:?}");
+    // SubscribeToTask streams until the task is canceled; CancelTask answers canceled.
+    assert_eq!(seen["cancel"], "TASK_STATE_CANCELED");
+    assert_eq!(seen["subscribe"]["first"], "task");
+    assert!(
+        seen["subscribe"]["after_cancel"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e == "status_update")),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
+    let test = "a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    let mut mesh = Mesh::start(python);
+    let base = format!("https://{}/api/a2a/team-beta/specialist", mesh.gateway);
+    let seen = mesh.client("follow", &base, Caller::Svid("orchestrator"));
+    eprintln!("a2a-sdk gRPC client saw: {seen}");
+    // The card sends gRPC clients to the agent's host at the gateway, still gRPC.
+    assert_followed(&seen, &mesh.grpc_target("specialist"));
+
+    // Through the orchestrator's egress (plaintext h2c from the app): the card fetched there
+    // points at the agent's host at the egress's port (`*.a2a.localhost` is loopback), and the
+    // egress takes the call to the gateway over mTLS as the orchestrator.
+    let egress = mesh.start_egress();
+    let base = format!("http://{egress}/api/a2a/team-beta/specialist");
+    let seen = mesh.client("follow", &base, Caller::Plaintext);
+    eprintln!("a2a-sdk gRPC client through its egress saw: {seen}");
+    assert_followed(
+        &seen,
+        &format!("specialist.team-beta.a2a.localhost:{}", egress.port()),
+    );
+
+    // Refusals are gRPC statuses naming who was refused and the rule.
+    let rogue = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Svid("rogue"),
+    );
+    let said = rogue["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (rogue): {said}");
+    assert!(
+        said.contains("PERMISSION_DENIED")
+            && said.contains(ROGUE)
+            && said.contains("namespace_selector"),
+        "{said}"
+    );
+    let anonymous = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::NoCertificate,
+    );
+    let said = anonymous["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (no certificate): {said}");
+    assert!(
+        said.contains("UNAUTHENTICATED")
+            && said.contains("anonymous")
+            && said.contains("namespace_selector"),
+        "{said}"
+    );
+    let plaintext = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Plaintext,
+    );
+    let said = plaintext["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (h2c, no TLS): {said}");
+    assert!(
+        said.contains("UNAUTHENTICATED") && said.contains("namespace_selector"),
+        "{said}"
+    );
+    let ghost = mesh.client(
+        "refused",
+        &mesh.grpc_target("ghost"),
+        Caller::Svid("orchestrator"),
+    );
+    let said = ghost["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (unknown agent): {said}");
+    assert!(
+        said.contains("NOT_FOUND") && said.contains("unknown_target"),
+        "{said}"
+    );
+
+    // The sidecar's own refusal (a caller that skips the gateway) is a gRPC status too.
+    let url = format!(
+        "https://{}/lf.a2a.v1.A2AService/SendMessage",
+        mesh.sidecar.inbound
+    );
+    let (cert, key) = (
+        mesh.ids.file("rogue", "svid.pem"),
+        mesh.ids.file("rogue", "svid_key.pem"),
+    );
+    let out = curl(&[
+        "-k",
+        "--http2",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        "",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/2 200")
+            && head.contains("grpc-status: 7")
+            && head.contains(&ROGUE.to_ascii_lowercase()),
+        "{head}"
+    );
+
+    // The audit names the gRPC method and its status, the upstream's error status included.
+    let lines = mesh.audit_lines();
+    let find = |caller: &str, method: &str, grpc_status: u64| {
+        lines.iter().any(|l| {
+            l["caller"] == caller && l["method"] == method && l["grpc_status"] == grpc_status
+        })
+    };
+    for method in [
+        "SendMessage",
+        "SendStreamingMessage",
+        "GetTask",
+        "SubscribeToTask",
+        "CancelTask",
+    ] {
+        // Once direct, once through the egress: the caller is the orchestrator both times.
+        let ok = lines.iter().filter(|l| {
+            l["caller"] == ORCHESTRATOR && l["method"] == method && l["grpc_status"] == 0
+        });
+        assert!(
+            ok.count() >= 2,
+            "{method} not audited as OK twice: {lines:#?}"
+        );
+    }
+    assert!(
+        find(ORCHESTRATOR, "GetTask", 5),
+        "the upstream's NOT_FOUND: {lines:#?}"
+    );
+    assert!(find(ROGUE, "SendMessage", 7), "{lines:#?}");
+    assert!(find("anonymous", "SendMessage", 16), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["decision"] != "allow" || l["caller"] == ORCHESTRATOR),
+        "{lines:#?}"
+    );
+}

@@ -1,0 +1,568 @@
+//! `warden controller` against a real kube-apiserver (+ kube-controller-manager) and real
+//! SPIRE. No kubelet: the specialist's "pod" is a local `warden sidecar --workload-api` (its
+//! SVID from SPIRE, as its own uid) in front of the test app, and the test writes the
+//! EndpointSlice that points at it, as the EndpointSlice controller would for a pod.
+//!
+//! - with SPIRE: `kubectl get agents` shows MTLSReady True and CARD mtls with the attested
+//!   ID; a slice pointing at another agent's sidecar is refused (wrong identity); the mode goes
+//!   into the Deployment's pod template and a mode change makes a new ReplicaSet; a Namespace
+//!   relabel flips Accepted;
+//! - without SPIRE: MTLSReady False SPIREUnavailable and a Warning event, True once the
+//!   SPIFFE CSI driver appears; cards over plain HTTP; kagenti's deprecated flags warn, and
+//!   only when given; a second replica stands by (the Lease).
+//!
+//! Skipped, loudly, when scripts/install-test-deps.sh has not built the binaries.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{SPECIALIST, WARDEN, compile_example, curl};
+use warden_testkit::deps::TierTimer;
+use warden_testkit::kube_api::KubeApi;
+use warden_testkit::process::{Running, free_addr, spawn_logged, wait_until};
+use warden_testkit::spire::{Entry, Spire, as_uid};
+
+const CONTROLLER: &str = "spiffe://warden.local/ns/warden-system/sa/warden-controller";
+const ORCHESTRATOR_ID: &str = common::ORCHESTRATOR;
+const UID_SPECIALIST: u32 = 42001;
+const UID_ORCHESTRATOR: u32 = 42002;
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The warden CRDs, from `warden install` (the rest of its output needs a kubelet).
+fn install_crds(api: &KubeApi) {
+    let out = Command::new(WARDEN)
+        .args([
+            "install",
+            "--webhook-url",
+            "https://127.0.0.1:9",
+            "--tls-dir",
+        ])
+        .arg(api.dir().join("wh"))
+        .output()
+        .expect("warden install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crds: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| doc.contains("kind: CustomResourceDefinition"))
+        .collect();
+    assert_eq!(crds.len(), 2, "the two warden.dev CRDs");
+    api.apply_crds(&crds.join("\n---\n"));
+}
+
+fn example(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cross-namespace-a2a")
+        .join(file);
+    std::fs::read_to_string(path).expect("example")
+}
+
+fn apply_example(api: &KubeApi) {
+    api.apply(&example("mesh.yaml"));
+    api.apply(&example("agents.yaml"));
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: warden-system}\n");
+}
+
+/// The EndpointSlice for `agent`'s "pod" at `addr` (on loopback). The apiserver refuses
+/// loopback IPs in slices, so it is an `FQDN` slice naming `<agent>.localhost` (RFC 6761:
+/// loopback; the controller resolves it so).
+fn endpoint_slice(api: &KubeApi, ns: &str, agent: &str, addr: SocketAddr) {
+    assert!(addr.ip().is_loopback());
+    api.apply(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {agent}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {agent}}}\naddressType: FQDN\nports: [{{name: a2a, port: {port}, protocol: TCP}}]\nendpoints: [{{addresses: [{agent}.localhost], conditions: {{ready: true}}}}]\n",
+        port = addr.port(),
+    ));
+}
+
+/// `kubectl get agent` jsonpath.
+fn agent_field(api: &KubeApi, ns: &str, name: &str, path: &str) -> String {
+    let out = api.kubectl(&[
+        "get",
+        "agents.warden.dev",
+        name,
+        "-n",
+        ns,
+        "-o",
+        &format!("jsonpath={{{path}}}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn condition(api: &KubeApi, ns: &str, name: &str, kind: &str, field: &str) -> String {
+    agent_field(
+        api,
+        ns,
+        name,
+        &format!(".status.conditions[?(@.type==\"{kind}\")].{field}"),
+    )
+}
+
+/// Polls until `test` holds, at most `limit`; how long it took.
+fn eventually(what: &str, limit: Duration, log: &Path, mut test: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    wait_until(what, limit, log, &mut test);
+    started.elapsed()
+}
+
+struct Controller {
+    _process: Running,
+    admin: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+fn start_controller(api: &KubeApi, name: &str, extra: &[&str]) -> Controller {
+    let admin = free_addr();
+    let log = api.dir().join(format!("{name}.log"));
+    let mut command = Command::new(WARDEN);
+    command
+        .args(["controller", "--kubeconfig"])
+        .arg(api.kubeconfig())
+        .args(["--namespace", "warden-system", "--identity", name])
+        .args(["--admin", &admin.to_string()])
+        .args(extra)
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .env("RUST_LOG", "info,warden_kube=debug");
+    let process = spawn_logged(&mut command, &log);
+    Controller {
+        _process: process,
+        admin,
+        log,
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let out = curl(&[
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        &format!("http://{addr}{path}"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "000"));
+    (status.to_owned(), body.to_owned())
+}
+
+/// `warden sidecar` as `uid` with its SVID from SPIRE, in front of `app`; (process, inbound).
+fn sidecar(spire: &Spire, uid: u32, agent: &str, app: SocketAddr) -> (Running, SocketAddr) {
+    let snapshot = spire.dir().join("snapshot.json");
+    if !snapshot.exists() {
+        compile_example(&snapshot, |t| t.to_owned());
+        // warden writes it owner-only; the workloads' uids must read it.
+        std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (inbound, admin) = (free_addr(), free_addr());
+    let warden = spire.readable_copy(Path::new(WARDEN));
+    let mut command = as_uid(uid, &warden);
+    command
+        .args(["sidecar", "--inbound", &inbound.to_string()])
+        .args(["--app", &app.to_string(), "--admin", &admin.to_string()])
+        .args(["--workload-api", &spire.endpoint(), "--snapshot"])
+        .arg(&snapshot)
+        .args(["--agent", agent])
+        .env_remove("MTLS_MODE");
+    let name = agent.replace('/', "-");
+    let log = spire.dir().join(format!("{name}.log"));
+    let process = spawn_logged(&mut command, &log);
+    wait_until(&name, Duration::from_secs(30), &log, || {
+        http_get(admin, "/readyz").0 == "200"
+    });
+    (process, inbound)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
+    let entries = [
+        Entry::new(CONTROLLER, 0, HOUR),
+        Entry::new(SPECIALIST, UID_SPECIALIST, HOUR),
+        Entry::new(ORCHESTRATOR_ID, UID_ORCHESTRATOR, HOUR),
+    ];
+    let Some(spire) = Spire::start("warden.local", &entries) else {
+        return;
+    };
+    let Some(api) = KubeApi::start_with_controller_manager() else {
+        return;
+    };
+    let _timer = TierTimer::new("kube controller (SPIRE)");
+    install_crds(&api);
+    apply_example(&api);
+    let app = warden_testkit::app::start().await;
+    let (_specialist, specialist_inbound) =
+        sidecar(&spire, UID_SPECIALIST, "team-beta/specialist", app.addr);
+    let (_orchestrator, orchestrator_inbound) = sidecar(
+        &spire,
+        UID_ORCHESTRATOR,
+        "team-alpha/orchestrator",
+        app.addr,
+    );
+    endpoint_slice(&api, "team-beta", "specialist", specialist_inbound);
+    // The rogue's slice points at the orchestrator's sidecar: it cannot prove the rogue's ID.
+    endpoint_slice(&api, "team-gamma", "rogue", orchestrator_inbound);
+    // The controller's Workload API socket is not there yet: SPIRE "starts" after the
+    // controller (the socket appears), and MTLSReady turns True by itself.
+    let socket = api.dir().join("workload-api.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let controller = start_controller(&api, "controller-a", &["--workload-api", &endpoint]);
+    eventually(
+        "SPIREUnavailable before the socket",
+        Duration::from_secs(30),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "reason") == "SPIREUnavailable",
+    );
+    // Without an SVID the Strict specialist's card cannot be fetched over plain HTTP.
+    eventually(
+        "plain fetch refused by the Strict sidecar",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "CardDiscovered", "reason") == "FetchFailed",
+    );
+    std::os::unix::fs::symlink(spire.agent_socket(), &socket).expect("symlink the socket");
+
+    let started = Instant::now();
+    eventually(
+        "specialist card over mTLS",
+        Duration::from_secs(30),
+        &controller.log,
+        || {
+            agent_field(
+                &api,
+                "team-beta",
+                "specialist",
+                ".status.card.transportSecurity",
+            ) == "mtls"
+        },
+    );
+    eprintln!(
+        "Workload API appears → card over mTLS in {:?}",
+        started.elapsed()
+    );
+    let wide = api.kubectl_ok(&["get", "agents.warden.dev", "-A", "-o", "wide"]);
+    eprintln!("{wide}");
+    let line = wide
+        .lines()
+        .find(|l| l.contains("specialist"))
+        .expect("specialist row");
+    for column in ["Strict", "True", "mtls", SPECIALIST] {
+        assert!(line.contains(column), "{column} missing in: {line}");
+    }
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "MTLSReady", "reason"),
+        "SPIREAvailable"
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Ready", "status"),
+        "True"
+    );
+    let hash = agent_field(&api, "team-beta", "specialist", ".status.card.cardHash");
+    assert_eq!(hash.len(), 64, "sha256 hex: {hash}");
+    assert_eq!(
+        condition(
+            &api,
+            "team-beta",
+            "specialist",
+            "Accepted",
+            "observedGeneration"
+        ),
+        agent_field(&api, "team-beta", "specialist", ".metadata.generation")
+    );
+
+    // The rogue: not admitted, and its "pod" proves another identity.
+    eventually(
+        "rogue's fetch refused",
+        Duration::from_secs(15),
+        &controller.log,
+        || condition(&api, "team-gamma", "rogue", "CardDiscovered", "reason") == "FetchFailed",
+    );
+    assert_eq!(
+        condition(&api, "team-gamma", "rogue", "Accepted", "reason"),
+        "CrossNamespaceReferenceDenied"
+    );
+    assert_eq!(agent_field(&api, "team-gamma", "rogue", ".status.card"), "");
+
+    // The specialist's "pod" moves to the orchestrator's sidecar: the slice change triggers a
+    // refetch, which the wrong identity fails; the last good card stays in the status. Moved
+    // back, the card is discovered again.
+    endpoint_slice(&api, "team-beta", "specialist", orchestrator_inbound);
+    let took = eventually(
+        "specialist refetched and refused",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "CardDiscovered", "reason") == "FetchFailed",
+    );
+    eprintln!("EndpointSlice change → refetch refused in {took:?}");
+    let message = condition(&api, "team-beta", "specialist", "CardDiscovered", "message");
+    assert!(message.contains(ORCHESTRATOR_ID), "{message}");
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Ready", "status"),
+        "False"
+    );
+    assert_eq!(
+        agent_field(&api, "team-beta", "specialist", ".status.card.cardHash"),
+        hash
+    );
+    endpoint_slice(&api, "team-beta", "specialist", specialist_inbound);
+    eventually(
+        "specialist card again",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "Ready", "status") == "True",
+    );
+
+    // The specialist's Deployment gets the mode; a mode change rolls it.
+    api.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: specialist, namespace: team-beta}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: specialist}}\n  template:\n    metadata: {labels: {app: specialist}}\n    spec: {containers: [{name: app, image: example.invalid/specialist}]}\n",
+    );
+    let template = |key: &str| {
+        String::from_utf8_lossy(
+            &api.kubectl(&[
+                "get",
+                "deployment",
+                "specialist",
+                "-n",
+                "team-beta",
+                "-o",
+                &format!("jsonpath={{.spec.template.metadata.annotations.{key}}}"),
+            ])
+            .stdout,
+        )
+        .into_owned()
+    };
+    // The mode of each ReplicaSet's pod template: the Deployment makes one per template.
+    let replica_set_modes = || {
+        api.kubectl_ok(&[
+            "get",
+            "replicasets",
+            "-n",
+            "team-beta",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.template.metadata.annotations.warden\.dev/mtls-mode}{" "}{end}"#,
+        ])
+    };
+    let has_replica_set = |mode: &str| replica_set_modes().split_whitespace().any(|m| m == mode);
+    eventually(
+        "strict annotation",
+        Duration::from_secs(10),
+        &controller.log,
+        || template("warden\\.dev/mtls-mode") == "strict",
+    );
+    eventually(
+        "a strict ReplicaSet",
+        Duration::from_secs(30),
+        &controller.log,
+        || has_replica_set("strict"),
+    );
+    api.kubectl_ok(&[
+        "patch",
+        "agents.warden.dev",
+        "specialist",
+        "-n",
+        "team-beta",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"mtls":{"mode":"Permissive"}}}"#,
+    ]);
+    let took = eventually(
+        "permissive annotation",
+        Duration::from_secs(10),
+        &controller.log,
+        || template("warden\\.dev/mtls-mode") == "permissive",
+    );
+    eprintln!("mode change → pod template annotated in {took:?}");
+    let took = eventually(
+        "a new ReplicaSet",
+        Duration::from_secs(30),
+        &controller.log,
+        || has_replica_set("permissive"),
+    );
+    eprintln!("… → new ReplicaSet in {took:?}");
+    assert_eq!(
+        agent_field(&api, "team-beta", "specialist", ".status.mtlsMode"),
+        "Permissive"
+    );
+
+    // Relabelling team-alpha: the orchestrator's tool is no longer admitted.
+    api.kubectl_ok(&["label", "namespace", "team-alpha", "a2a-access-"]);
+    let took = eventually(
+        "orchestrator Accepted=False",
+        Duration::from_secs(5),
+        &controller.log,
+        || condition(&api, "team-alpha", "orchestrator", "Accepted", "status") == "False",
+    );
+    eprintln!("namespace relabel → Accepted=False (seen by kubectl polling) in {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "Accepted flipped after {took:?}"
+    );
+    assert_eq!(
+        condition(&api, "team-alpha", "orchestrator", "Accepted", "reason"),
+        "CrossNamespaceReferenceDenied"
+    );
+
+    let (status, _) = http_get(controller.admin, "/readyz");
+    assert_eq!(status, "200");
+    let (_, metrics) = http_get(controller.admin, "/metrics");
+    for line in [
+        "warden_controller_leader 1",
+        "warden_controller_spire_available 1",
+        "warden_controller_card_fetches_total{transport=\"mtls\",result=\"ok\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spire_mtls_is_unavailable_until_the_csi_driver_appears() {
+    let Some(api) = KubeApi::start() else { return };
+    let _timer = TierTimer::new("kube controller (no SPIRE)");
+    install_crds(&api);
+    apply_example(&api);
+    let app = warden_testkit::app::start().await;
+    endpoint_slice(&api, "team-beta", "specialist", app.addr);
+    let controller = start_controller(
+        &api,
+        "controller-a",
+        &[
+            "--require-a2a-signature",
+            "--signature-audit-mode=true",
+            "--enforce-network-policies",
+        ],
+    );
+    eventually(
+        "SPIREUnavailable",
+        Duration::from_secs(30),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "reason") == "SPIREUnavailable",
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "MTLSReady", "status"),
+        "False"
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "MTLSReady", "message"),
+        "mTLS requires SPIRE; either deploy SPIRE or set mtls.mode: Disabled"
+    );
+    // No socket: the card is fetched over plain HTTP, and says so. MTLSReady does not block Ready.
+    eventually(
+        "card over http",
+        Duration::from_secs(15),
+        &controller.log,
+        || {
+            agent_field(
+                &api,
+                "team-beta",
+                "specialist",
+                ".status.card.transportSecurity",
+            ) == "http"
+        },
+    );
+    assert_eq!(
+        agent_field(
+            &api,
+            "team-beta",
+            "specialist",
+            ".status.card.attestedSpiffeId"
+        ),
+        ""
+    );
+    assert_eq!(
+        condition(&api, "team-beta", "specialist", "Ready", "status"),
+        "True"
+    );
+    eventually(
+        "Warning event",
+        Duration::from_secs(10),
+        &controller.log,
+        || {
+            let events = api.kubectl_ok(&["get", "events", "-n", "team-beta"]);
+            events.contains("Warning") && events.contains("SPIREUnavailable")
+        },
+    );
+
+    // A second replica: stands by, ready, and without the deprecated flags warns of nothing.
+    let standby = start_controller(&api, "controller-b", &[]);
+    eventually(
+        "standby ready",
+        Duration::from_secs(30),
+        &standby.log,
+        || http_get(standby.admin, "/readyz").0 == "200",
+    );
+    let (_, metrics) = http_get(standby.admin, "/metrics");
+    assert!(metrics.contains("warden_controller_leader 0"), "{metrics}");
+
+    // SPIRE deployed later: the SPIFFE CSI driver appears, MTLSReady turns True by itself.
+    api.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.spiffe.io}\nspec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Ephemeral]}\n",
+    );
+    let took = eventually(
+        "SPIREAvailable",
+        Duration::from_secs(10),
+        &controller.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "status") == "True",
+    );
+    eprintln!("CSIDriver csi.spiffe.io → MTLSReady True in {took:?}");
+
+    let holder = api.kubectl_ok(&[
+        "get",
+        "lease",
+        "warden-controller",
+        "-n",
+        "warden-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "controller-a");
+    let leader_log = std::fs::read_to_string(&controller.log).unwrap();
+    for flag in [
+        "--require-a2a-signature",
+        "--signature-audit-mode",
+        "--enforce-network-policies",
+    ] {
+        assert!(
+            leader_log.contains(&format!("{flag} is deprecated")),
+            "no deprecation warning for {flag}:\n{leader_log}"
+        );
+    }
+    let standby_log = std::fs::read_to_string(&standby.log).unwrap();
+    assert!(!standby_log.contains("deprecated"), "{standby_log}");
+
+    // The leader stops (SIGTERM: it releases the Lease); the standby takes over and writes.
+    drop(controller);
+    let lease_holder = || {
+        api.kubectl_ok(&[
+            "get",
+            "lease",
+            "warden-controller",
+            "-n",
+            "warden-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let took = eventually(
+        "standby takes over",
+        Duration::from_secs(10),
+        &standby.log,
+        || lease_holder() == "controller-b",
+    );
+    eprintln!("leader stopped → standby holds the Lease in {took:?}");
+    api.kubectl_ok(&["delete", "csidriver", "csi.spiffe.io"]);
+    eventually(
+        "the new leader writes",
+        Duration::from_secs(10),
+        &standby.log,
+        || condition(&api, "team-beta", "specialist", "MTLSReady", "reason") == "SPIREUnavailable",
+    );
+    let (_, metrics) = http_get(standby.admin, "/metrics");
+    assert!(metrics.contains("warden_controller_leader 1"), "{metrics}");
+    drop(standby);
+}
