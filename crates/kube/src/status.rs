@@ -188,6 +188,18 @@ impl ClusterStatus {
             },
         };
         let gateway_url = gateway_url.trim_end_matches('/').to_owned();
+        let domain = snapshot.control_plane().host_domain.clone();
+        let (scheme, authority) = gateway_url
+            .split_once("://")
+            .unwrap_or(("https", &gateway_url));
+        let port = authority
+            .rsplit_once(':')
+            .map(|(_, p)| format!(":{p}"))
+            .unwrap_or_default();
+        let host_url = |ns: &str, name: &str| {
+            let host = warden_a2a::host::agent_host(ns, name, &domain);
+            format!("{scheme}://{host}{port}/")
+        };
         let status = MeshStatus {
             running: true,
             pid: 0,
@@ -196,6 +208,7 @@ impl ClusterStatus {
                 .into_iter()
                 .map(|mut a| {
                     a.gateway_url = format!("{gateway_url}/api/a2a/{}/{}/", a.namespace, a.name);
+                    a.host_url = host_url(&a.namespace, &a.name);
                     a
                 })
                 .collect(),

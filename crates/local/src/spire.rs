@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warden_identity::bundle::{TrustBundle, TrustBundleSet};
+use warden_identity::ca::CertificateAuthority;
 use warden_identity::source::X509Identity;
 use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::resources::IdentityProvider;
@@ -433,6 +434,51 @@ pub struct SpireStatus {
     pub spire_server: PathBuf,
     /// The SPIRE agent every entry is parented to.
     pub parent_id: String,
+}
+
+/// Where `verify` gets the SVIDs of the callers it plays.
+pub enum Issuer {
+    /// The mesh's embedded CA.
+    Ca(Box<CertificateAuthority>),
+    /// The SPIRE server.
+    Spire(SpireServer, TrustDomain),
+}
+
+impl Issuer {
+    /// The issuer of the mesh `status` describes.
+    pub fn of(status: &crate::status::MeshStatus) -> Result<Self, String> {
+        match &status.spire {
+            Some(spire) => {
+                let td = TrustDomain::new(&status.ca.trust_domain).map_err(|e| e.to_string())?;
+                let server = SpireServer {
+                    binary: spire.spire_server.clone(),
+                    socket: spire.sockets.server_socket.clone(),
+                };
+                Ok(Self::Spire(server, td))
+            }
+            None => CertificateAuthority::load(Path::new(&status.ca.dir))
+                .map(|ca| Self::Ca(Box::new(ca)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A fresh SVID for `id`.
+    pub async fn identity(&self, id: &SpiffeId) -> Result<X509Identity, String> {
+        match self {
+            Self::Ca(ca) => {
+                let svid = ca
+                    .issue_x509(id, Duration::from_secs(600))
+                    .map_err(|e| e.to_string())?;
+                X509Identity::new(
+                    svid.chain.clone(),
+                    svid.private_key(),
+                    Arc::new(ca.bundle_set()),
+                )
+                .map_err(|e| e.to_string())
+            }
+            Self::Spire(server, td) => server.mint(id, td).await,
+        }
+    }
 }
 
 #[cfg(test)]

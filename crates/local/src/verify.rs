@@ -11,7 +11,7 @@
 //! - every agent with mTLS is MTLSReady and its card came over mTLS from its SPIFFE ID;
 //! - the audit log holds exactly this run's calls (found by this run's A2A context id).
 //!
-//! It calls as workloads with SVIDs from the mesh's CA, exactly as agents do. The checks take
+//! It calls as workloads with SVIDs from the mesh's CA (or SPIRE server), exactly as agents do. The checks take
 //! a [`Target`] (the mesh's status, snapshot and the credentials to call with), so a cluster
 //! is verified by the same functions (`warden verify --kubeconfig`, built in `warden-kube`):
 //! there, only the SVIDs given are held, a check that needs another identity's says so, and
@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use warden_identity::ca::CertificateAuthority;
-use warden_identity::{IdentityCell, SpiffeId, SvidSource, TrustDomain, X509Identity};
+use warden_identity::{IdentityCell, SpiffeId, SvidSource};
 use warden_model::MeshSnapshot;
 use warden_model::MtlsMode;
 use warden_model::policy::{Caller, decide};
@@ -33,7 +32,6 @@ use warden_model::snapshot::CompiledAgent;
 use warden_proxy::config::Limits;
 use warden_proxy::forward::{Upstreams, Via};
 
-use crate::spire::SpireServer;
 use crate::status::{MeshStatus, ProcessHealth};
 
 /// How long `verify` waits for every proxy to load the current snapshot.
@@ -72,10 +70,9 @@ pub fn render(checks: &[Check]) -> String {
 
 /// Whose SVIDs `verify` calls with.
 pub enum Credentials {
-    /// The local mesh's CA: any workload's SVID, issued on demand.
-    Ca(Box<CertificateAuthority>),
-    /// The local mesh's SPIRE server: any workload's SVID, minted on demand.
-    Spire(Box<(SpireServer, TrustDomain)>),
+    /// The local mesh's issuer (its embedded CA or its SPIRE server): any workload's SVID,
+    /// issued on demand.
+    Issue(crate::spire::Issuer),
     /// Only these (a cluster's: SVID files, or the Workload API's one), by their SPIFFE IDs.
     Held(Vec<Arc<dyn SvidSource>>),
 }
@@ -84,7 +81,7 @@ impl Credentials {
     /// Whether a call as `id` can be made.
     fn holds(&self, id: &SpiffeId) -> bool {
         match self {
-            Credentials::Ca(_) | Credentials::Spire(_) => true,
+            Credentials::Issue(_) => true,
             Credentials::Held(sources) => sources
                 .iter()
                 .any(|s| held_id(s.as_ref()).as_ref() == Some(id)),
@@ -94,7 +91,7 @@ impl Credentials {
     /// The identities held, for checks that need some caller (all of the mesh's with a CA).
     fn held(&self) -> Vec<SpiffeId> {
         match self {
-            Credentials::Ca(_) | Credentials::Spire(_) => Vec::new(),
+            Credentials::Issue(_) => Vec::new(),
             Credentials::Held(sources) => {
                 sources.iter().filter_map(|s| held_id(s.as_ref())).collect()
             }
@@ -104,19 +101,7 @@ impl Credentials {
     /// A client calling as `id`; `None` when no SVID of `id` is held.
     async fn client(&self, id: &SpiffeId) -> Result<Option<Client>, String> {
         let source: Arc<dyn SvidSource> = match self {
-            Credentials::Ca(ca) => {
-                let svid = ca
-                    .issue_x509(id, Duration::from_secs(600))
-                    .map_err(|e| e.to_string())?;
-                let identity = X509Identity::new(
-                    svid.chain.clone(),
-                    svid.private_key(),
-                    Arc::new(ca.bundle_set()),
-                )
-                .map_err(|e| e.to_string())?;
-                IdentityCell::with(identity)
-            }
-            Credentials::Spire(spire) => IdentityCell::with(spire.0.mint(id, &spire.1).await?),
+            Credentials::Issue(issuer) => IdentityCell::with(issuer.identity(id).await?),
             Credentials::Held(sources) => {
                 match sources
                     .iter()
@@ -233,13 +218,13 @@ fn newest_manifest(path: &Path) -> Option<std::time::SystemTime> {
 
 /// Why the snapshot in force is not yet the manifests' latest word, if it is not: an edit
 /// `up` has not compiled yet, or one it refused.
-fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
+/// `snapshot` is the snapshot file's mtime taken *before* its content was read, so that a
+/// snapshot written in between cannot pass for the one read.
+fn pending_edit(snapshot: Option<std::time::SystemTime>, status: &MeshStatus) -> Option<String> {
     if let Some(error) = &status.manifests_error {
         return Some(format!("the last manifest edit was not applied: {error}"));
     }
-    let snapshot = std::fs::metadata(state_dir.join("snapshot.json"))
-        .and_then(|m| m.modified())
-        .ok()?;
+    let snapshot = snapshot?;
     let newest = newest_manifest(Path::new(&status.manifests))?;
     (newest > snapshot).then(|| format!("{} changed after the snapshot in force", status.manifests))
 }
@@ -250,13 +235,16 @@ fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
 async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Check), String> {
     let start = Instant::now();
     loop {
+        let stamped = std::fs::metadata(state_dir.join("snapshot.json"))
+            .and_then(|m| m.modified())
+            .ok();
         let snapshot = read_snapshot(state_dir)?;
         let version = snapshot.version();
         let mut status = MeshStatus::load(state_dir).map_err(|e| e.to_string())?;
         let written = status.snapshot_version;
         status.snapshot_version = version;
         status.refresh().await;
-        let mut behind: Vec<String> = pending_edit(state_dir, &status).into_iter().collect();
+        let mut behind: Vec<String> = pending_edit(stamped, &status).into_iter().collect();
         if written != version {
             behind.push(format!(
                 "the status describes snapshot v{written}, not v{version}"
@@ -306,32 +294,14 @@ async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Chec
 /// Runs every check against the mesh whose state is in `state_dir`.
 pub async fn verify(state_dir: &Path) -> Result<Vec<Check>, String> {
     let (status, snapshot, synced) = wait_synced(state_dir).await?;
-    let credentials = local_credentials(&status)?;
+    let issuer = crate::spire::Issuer::of(&status)?;
     verify_target(Target {
         status,
         snapshot,
-        credentials,
+        credentials: Credentials::Issue(issuer),
         ready: synced,
     })
     .await
-}
-
-/// Who issues the callers' SVIDs in a local mesh: its SPIRE server when it runs on SPIRE,
-/// else its CA.
-fn local_credentials(status: &MeshStatus) -> Result<Credentials, String> {
-    match &status.spire {
-        Some(spire) => {
-            let td = TrustDomain::new(&status.ca.trust_domain).map_err(|e| e.to_string())?;
-            let server = SpireServer {
-                binary: spire.spire_server.clone(),
-                socket: spire.sockets.server_socket.clone(),
-            };
-            Ok(Credentials::Spire(Box::new((server, td))))
-        }
-        None => CertificateAuthority::load(Path::new(&status.ca.dir))
-            .map(|ca| Credentials::Ca(Box::new(ca)))
-            .map_err(|e| e.to_string()),
-    }
 }
 
 /// What a verify run checks: a mesh, described by its status (gateway, agents' addresses,
