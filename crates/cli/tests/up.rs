@@ -864,16 +864,17 @@ fn json_logs_reach_every_child_and_the_gateway_admits_the_embedded_cas_jwt_svids
 use warden_testkit::spire::{Spire, as_uid, readable_copy, running_as_root};
 
 /// Two agents, each with its own `spec.local.user` (a bare uid) running `warden agent echo`
-/// from `warden` (a binary every uid can run); the specialist admits every namespace.
+/// from `warden` (a binary every uid can run) through `sh`; the specialist admits every
+/// namespace.
 /// `identity` is the MeshConfig's `spec.identity` block (indented), or empty.
 fn users_mesh(warden: &Path, users: [u32; 2], identity: &str) -> String {
+    // The app listens on the port `up` gives it in $PORT.
     let agent = |name: &str, namespace: &str, uid: u32, extra: &str| {
-        let port = free_addr().port();
         format!(
             "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
-             spec:\n  description: Runs as uid {uid}.\n{extra}  local:\n    command: {}\n\
-             \x20   args: [agent, echo, --listen, \"127.0.0.1:{port}\", --name, {name}]\n\
-             \x20   port: {port}\n    user: \"{uid}\"\n",
+             spec:\n  description: Runs as uid {uid}.\n{extra}  local:\n    command: /bin/sh\n\
+             \x20   args: [\"-c\", \"exec {} agent echo --listen 127.0.0.1:$PORT --name {name}\"]\n\
+             \x20   user: \"{uid}\"\n",
             warden.display()
         )
     };

@@ -61,10 +61,29 @@ impl Placement {
     }
 }
 
-fn free_port() -> Result<SocketAddr, UpError> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(setup("allocating a port"))?;
-    listener.local_addr().map_err(setup("allocating a port"))
+/// The ports apps will bind (`spec.local.port`).
+fn app_ports(snapshot: &MeshSnapshot) -> Vec<u16> {
+    let ports = snapshot.agents().iter();
+    ports
+        .filter_map(|a| a.local.as_ref().and_then(|l| l.port))
+        .collect()
+}
+
+/// A free loopback port that is not in `taken` (the `spec.local.port`s apps will bind, and
+/// ports handed out but not yet bound: the kernel may offer those again), added to `taken`.
+fn free_port_avoiding(taken: &mut Vec<u16>) -> Result<SocketAddr, UpError> {
+    for _ in 0..64 {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(setup("allocating a port"))?;
+        let addr = listener.local_addr().map_err(setup("allocating a port"))?;
+        if !taken.contains(&addr.port()) {
+            taken.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    Err(UpError::Setup(
+        "allocating a port: the kernel kept offering taken ones".into(),
+    ))
 }
 
 /// Supervised children that stop together (an agent's sidecar, app and Workload API socket;
@@ -146,6 +165,7 @@ impl Mesh {
         };
         write_atomic(&jwt_bundle, &bundle, 0o600)
             .map_err(|e| UpError::Setup(format!("writing {}: {e}", jwt_bundle.display())))?;
+        let gateway_admin = free_port_avoiding(&mut app_ports(&snapshot))?;
         Ok(Self {
             ca: CaStatus {
                 trust_domain: snapshot.trust_domain().to_string(),
@@ -161,7 +181,7 @@ impl Mesh {
             snapshot: Mutex::new(Arc::new(snapshot)),
             agents: tokio::sync::Mutex::new(BTreeMap::new()),
             gateway: tokio::sync::Mutex::new(None),
-            gateway_admin: free_port()?,
+            gateway_admin,
             gateway_health: Health::default(),
             cards: Mutex::new(BTreeMap::new()),
             manifests_error: Mutex::new(None),
@@ -260,17 +280,29 @@ impl Mesh {
         Ok(())
     }
 
+    /// Every port the mesh has given out or an app will bind (`spec.local.port`).
+    async fn ports_in_use(&self) -> Vec<u16> {
+        let mut ports = app_ports(&self.current());
+        ports.push(self.gateway_admin.port());
+        for run in self.agents.lock().await.values() {
+            let p = &run.place;
+            ports.extend([p.inbound, p.egress, p.admin, p.app].map(|a| a.port()));
+        }
+        ports
+    }
+
     async fn start_agent(&self, agent: &CompiledAgent) -> Result<(), UpError> {
         let key = agent.key();
+        let mut taken = self.ports_in_use().await;
         let app = match agent.local.as_ref().and_then(|l| l.port) {
             Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
-            None => free_port()?,
+            None => free_port_avoiding(&mut taken)?,
         };
         let dir = format!("{}.{}", agent.namespace, agent.name);
         let place = Placement {
-            inbound: free_port()?,
-            egress: free_port()?,
-            admin: free_port()?,
+            inbound: free_port_avoiding(&mut taken)?,
+            egress: free_port_avoiding(&mut taken)?,
+            admin: free_port_avoiding(&mut taken)?,
             app,
             dir: self.state(&["sockets", &dir]),
             user: crate::users::run_as(agent).map_err(UpError::Setup)?,

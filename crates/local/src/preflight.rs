@@ -67,9 +67,12 @@ fn writable(dir: &Path) -> Result<(), Problem> {
             ),
         )
     };
-    // Searchable (so each workload's user reaches its own private directory under
-    // `sockets/`) but not listable by others; logs the owner's only.
-    for (sub, mode) in [("", 0o711), ("logs", 0o700), ("sockets", 0o711)] {
+    // Not listable by others (a directory the user chose keeps its search bits, so that each
+    // workload's user reaches its private directory under `sockets/`); logs the owner's only.
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode() & 0o777;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066)).map_err(fail)?;
+    for (sub, mode) in [("logs", 0o700), ("sockets", 0o711)] {
         std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
         std::fs::set_permissions(dir.join(sub), std::fs::Permissions::from_mode(mode))
             .map_err(fail)?;

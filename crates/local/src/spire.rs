@@ -8,7 +8,7 @@
 //! agent> -spiffeID <workload> -selector unix:uid:<its uid>`, once: existing entries are looked
 //! up first) and starts it as that uid. The gateway keeps `up`'s own uid, which no agent has,
 //! and `up` fetches cards with the same SVID (the gateway's, which sidecars admit for cards).
-//! `warden verify` mints its test callers with `spire-server x509 mint`.
+//! `warden verify` mints its test callers with `spire-server x509 mint` ([`SpireServer::mint`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -224,6 +224,7 @@ impl SpireServer {
             tracing::info!(%id, uid, "SPIRE entry exists");
             return Ok(());
         }
+        self.warn_of_other_holders(parent, id, uid).await;
         let created = self
             .run(&[&["entry", "create"][..], &entry[..]].concat())
             .await;
@@ -236,6 +237,30 @@ impl SpireServer {
             Err(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Entries that give `id` to processes other than `uid`'s (e.g. an agent's earlier user)
+    /// still do after `up` registers the new one; `up` does not delete what it may not have
+    /// made, but says so loudly.
+    async fn warn_of_other_holders(&self, parent: &str, id: &SpiffeId, uid: u32) {
+        let show = ["entry", "show", "-output", "json", "-parentID", parent];
+        let Ok(text) = self
+            .run(&[&show[..], &["-spiffeID", id.as_str()][..]].concat())
+            .await
+        else {
+            return;
+        };
+        let others: Vec<String> = serde_json::from_str::<EntryList>(&text)
+            .map(|list| list.entries.iter().map(selectors).collect())
+            .unwrap_or_default();
+        if !others.is_empty() {
+            tracing::warn!(%id, uid, holders = ?others, "other SPIRE entries also give this ID out; delete them with `spire-server entry delete` if they are stale");
+            eprintln!(
+                "warning: SPIRE entries for {id} with selectors {} remain besides unix:uid:{uid}; \
+                 delete stale ones with `spire-server entry delete -entryID …`",
+                others.join(", ")
+            );
+        }
     }
 
     /// The trust bundle in SPIFFE format, for the gateway's JWT-SVID checks.
@@ -376,6 +401,25 @@ impl SpireRun {
 /// How long `up` waits for the SPIRE agent to serve the entries it just made.
 const AGENT_SYNC_LIMIT: Duration = Duration::from_secs(60);
 
+/// An entry's selectors as `type:value` (from `entry show -output json`).
+fn selectors(entry: &serde_json::Value) -> String {
+    let list = entry["selectors"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let texts: Vec<String> = list
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["type"].as_str().unwrap_or("?"),
+                s["value"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    texts.join("+")
+}
+
 static MINTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What `status.json` records of a mesh on SPIRE, so that `status` shows it and `verify` can
@@ -453,6 +497,14 @@ mod tests {
         )
         .unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn selectors_read_as_spire_prints_them() {
+        let entry = serde_json::json!({"selectors": [
+            {"type": "unix", "value": "uid:1001"}, {"type": "unix", "value": "gid:7"}]});
+        assert_eq!(selectors(&entry), "unix:uid:1001+unix:gid:7");
+        assert_eq!(selectors(&serde_json::json!({})), "");
     }
 
     #[test]

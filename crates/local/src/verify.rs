@@ -218,13 +218,13 @@ fn newest_manifest(path: &Path) -> Option<std::time::SystemTime> {
 
 /// Why the snapshot in force is not yet the manifests' latest word, if it is not: an edit
 /// `up` has not compiled yet, or one it refused.
-fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
+/// `snapshot` is the snapshot file's mtime taken *before* its content was read, so that a
+/// snapshot written in between cannot pass for the one read.
+fn pending_edit(snapshot: Option<std::time::SystemTime>, status: &MeshStatus) -> Option<String> {
     if let Some(error) = &status.manifests_error {
         return Some(format!("the last manifest edit was not applied: {error}"));
     }
-    let snapshot = std::fs::metadata(state_dir.join("snapshot.json"))
-        .and_then(|m| m.modified())
-        .ok()?;
+    let snapshot = snapshot?;
     let newest = newest_manifest(Path::new(&status.manifests))?;
     (newest > snapshot).then(|| format!("{} changed after the snapshot in force", status.manifests))
 }
@@ -235,13 +235,16 @@ fn pending_edit(state_dir: &Path, status: &MeshStatus) -> Option<String> {
 async fn wait_synced(state_dir: &Path) -> Result<(MeshStatus, MeshSnapshot, Check), String> {
     let start = Instant::now();
     loop {
+        let stamped = std::fs::metadata(state_dir.join("snapshot.json"))
+            .and_then(|m| m.modified())
+            .ok();
         let snapshot = read_snapshot(state_dir)?;
         let version = snapshot.version();
         let mut status = MeshStatus::load(state_dir).map_err(|e| e.to_string())?;
         let written = status.snapshot_version;
         status.snapshot_version = version;
         status.refresh().await;
-        let mut behind: Vec<String> = pending_edit(state_dir, &status).into_iter().collect();
+        let mut behind: Vec<String> = pending_edit(stamped, &status).into_iter().collect();
         if written != version {
             behind.push(format!(
                 "the status describes snapshot v{written}, not v{version}"
