@@ -40,12 +40,60 @@ pub enum Destination {
 pub struct Forward {
     upstreams: Upstreams,
     to: Destination,
+    /// The gateway's endpoints, parsed once: no per-request formatting or parsing.
+    sidecars: Endpoints,
 }
 
 impl Forward {
     /// Sends to `to` with `upstreams`' pooled clients.
     pub fn new(upstreams: Upstreams, to: Destination) -> Self {
-        Self { upstreams, to }
+        let sidecars = match &to {
+            Destination::Gateway { endpoints, .. } => Endpoints::new(endpoints),
+            _ => Endpoints::default(),
+        };
+        Self {
+            upstreams,
+            to,
+            sidecars,
+        }
+    }
+}
+
+/// An agent's sidecar as the gateway reaches it: the URI authority and the `Host` value.
+struct Endpoint {
+    authority: http::uri::Authority,
+    host: HeaderValue,
+}
+
+/// The gateway's endpoints by namespace, then name, so that a request's borrowed names find
+/// theirs without building a `namespace/name` key.
+#[derive(Default)]
+struct Endpoints(HashMap<String, HashMap<String, Endpoint>>);
+
+impl Endpoints {
+    /// Parses every `namespace/name` → `host:port`; one that is not a valid authority is left
+    /// out with a warning (its requests get 503, as for an agent with no endpoint).
+    fn new(endpoints: &HashMap<String, String>) -> Self {
+        let mut parsed: HashMap<String, HashMap<String, Endpoint>> = HashMap::new();
+        for (key, address) in endpoints {
+            let (Some((namespace, name)), Ok(authority), Ok(host)) = (
+                key.split_once('/'),
+                address.parse::<http::uri::Authority>(),
+                HeaderValue::from_str(address),
+            ) else {
+                tracing::warn!(agent = %key, endpoint = %address, "endpoint ignored: not NAMESPACE/AGENT=HOST:PORT");
+                continue;
+            };
+            parsed
+                .entry(namespace.to_owned())
+                .or_default()
+                .insert(name.to_owned(), Endpoint { authority, host });
+        }
+        Self(parsed)
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&Endpoint> {
+        self.0.get(namespace)?.get(name)
     }
 }
 
@@ -59,7 +107,7 @@ impl Handler for Forward {
                 if ex.call.card {
                     return cards.serve(&self.upstreams, endpoints, ex).await;
                 }
-                to_sidecar(ex, endpoints, &policy)
+                to_sidecar(ex, &self.sidecars, &policy)
             }
             Destination::App(app) => to_app(ex, app),
             Destination::Egress {
@@ -80,11 +128,7 @@ impl Handler for Forward {
 
 type Aimed<'a> = Result<Via<'a>, Box<Response<ProxyBody>>>;
 
-fn to_sidecar<'p>(
-    ex: &mut Exchange,
-    endpoints: &HashMap<String, String>,
-    policy: &'p Policy,
-) -> Aimed<'p> {
+fn to_sidecar<'p>(ex: &mut Exchange, sidecars: &Endpoints, policy: &'p Policy) -> Aimed<'p> {
     let Some(target) = &ex.target else {
         return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
@@ -92,34 +136,40 @@ fn to_sidecar<'p>(
             "no target",
         )));
     };
-    let key = target.key();
     let (Some(endpoint), Some(agent)) = (
-        endpoints.get(&key),
+        sidecars.get(&target.namespace, &target.name),
         policy
             .snapshot
             .as_ref()
             .and_then(|s| s.agent(&target.namespace, &target.name)),
     ) else {
-        let message = format!("no endpoint is configured for {key}");
+        let message = format!("no endpoint is configured for {}", target.key());
         return Err(Box::new(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_endpoint",
             &message,
         )));
     };
-    let query = ex
-        .parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
-        .parse()
-        .map_err(|_| bad_target())?;
-    ex.parts.version = Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(endpoint) {
-        ex.parts.headers.insert(http::header::HOST, host);
+    // `/{rest}?{query}` in one allocation; scheme and authority were parsed at start.
+    let query = ex.parts.uri.query();
+    let mut path = String::with_capacity(2 + target.rest.len() + query.map_or(0, str::len));
+    path.push('/');
+    path.push_str(&target.rest);
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
     }
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(http::uri::PathAndQuery::try_from(path).map_err(|_| bad_target())?);
+    aim(
+        &mut ex.parts,
+        uri,
+        http::uri::Scheme::HTTPS,
+        endpoint.authority.clone(),
+    )?;
+    ex.parts
+        .headers
+        .insert(http::header::HOST, endpoint.host.clone());
     Ok(Via::Mesh(&agent.spiffe_id))
 }
 
@@ -237,6 +287,36 @@ mod tests {
         assert!(matches!(to_app(&mut ex, &app), Ok(Via::Plain)));
         assert_eq!(ex.parts.uri, "http://127.0.0.1:9000/tasks?id=1");
         assert_eq!(ex.parts.headers[http::header::HOST], "mesh.example:8443");
+    }
+
+    #[test]
+    fn the_gateway_aims_at_the_agents_sidecar_with_the_rest_of_the_path_and_the_query() {
+        let policy = crate::pipeline::test_support::example_policy();
+        let sidecars = Endpoints::new(&HashMap::from([
+            (
+                "team-beta/specialist".to_owned(),
+                "127.0.0.1:9443".to_owned(),
+            ),
+            ("team-beta/broken".to_owned(), "not an authority".to_owned()),
+        ]));
+        let uri = "/api/a2a/team-beta/specialist/v1/tasks?pageSize=2";
+        let mut ex = exchange("GET", uri, policy.clone());
+        ex.target = Some(crate::pipeline::Target {
+            namespace: "team-beta".into(),
+            name: "specialist".into(),
+            rest: "v1/tasks".into(),
+            by_host: false,
+        });
+        let Ok(Via::Mesh(id)) = to_sidecar(&mut ex, &sidecars, &policy) else {
+            panic!("not aimed over mTLS");
+        };
+        assert_eq!(
+            id.as_str(),
+            "spiffe://warden.local/ns/team-beta/sa/specialist"
+        );
+        assert_eq!(ex.parts.uri, "https://127.0.0.1:9443/v1/tasks?pageSize=2");
+        assert_eq!(ex.parts.headers[http::header::HOST], "127.0.0.1:9443");
+        assert!(sidecars.get("team-beta", "broken").is_none());
     }
 
     #[test]
