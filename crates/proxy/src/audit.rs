@@ -31,8 +31,9 @@ pub struct Record {
     pub authn: &'static str,
     /// `namespace/agent`.
     pub target: String,
-    /// The A2A method (1.0 name), `GetAgentCard`, or the HTTP route when not A2A.
-    pub method: String,
+    /// The A2A method (1.0 name), `GetAgentCard`, or the HTTP route when not A2A (borrowed
+    /// when it is a static name: no allocation per request).
+    pub method: std::borrow::Cow<'static, str>,
     /// Task id, when visible.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
@@ -42,7 +43,7 @@ pub struct Record {
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// The rule that decided.
-    pub rule: String,
+    pub rule: &'static str,
     /// The HTTP status sent.
     pub status: u16,
     /// Milliseconds from arrival to the end of the response.
@@ -166,7 +167,7 @@ impl Audit {
         self.metrics
             .gateway_requests
             .get_or_create(&crate::metrics::GatewayLabels {
-                target: crate::metrics::target_label(&record.rule, &record.target),
+                target: crate::metrics::target_label(record.rule, &record.target),
                 method: crate::metrics::method_label(&record.method),
                 decision: record.decision,
                 status: crate::metrics::status_class(status),
@@ -176,7 +177,7 @@ impl Audit {
             self.metrics
                 .gateway_denials
                 .get_or_create(&crate::metrics::RuleLabels {
-                    rule: record.rule.clone(),
+                    rule: record.rule.to_owned(),
                 })
                 .inc();
         }
@@ -310,7 +311,7 @@ mod tests {
             task_id: None,
             context_id: None,
             decision: "allow",
-            rule: "same_namespace".into(),
+            rule: "same_namespace",
             status: 200,
             latency_ms: 1.0,
             bytes_in: 0,
