@@ -17,6 +17,7 @@ pub mod classify;
 pub mod denial;
 pub mod echo;
 pub mod host;
+mod jsonrpc;
 
 use serde_json::Value;
 
@@ -84,23 +85,7 @@ pub struct Call {
 
 /// Reads a JSON-RPC 2.0 request body; `None` when the body is not one.
 pub fn jsonrpc_call(body: &[u8]) -> Option<Call> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    if value.get("jsonrpc")? != "2.0" {
-        return None;
-    }
-    let name = value.get("method")?.as_str()?;
-    let params = value.get("params");
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    let message = params.and_then(|p| p.get("message"));
-    Some(Call {
-        method: canonical_method(name).map_or_else(|| name.to_owned(), str::to_owned),
-        id: value.get("id").cloned().unwrap_or(Value::Null),
-        task_id: text(params.and_then(|p| p.get("id")))
-            .or_else(|| text(params.and_then(|p| p.get("taskId"))))
-            .or_else(|| text(message.and_then(|m| m.get("taskId")))),
-        context_id: text(message.and_then(|m| m.get("contextId")))
-            .or_else(|| text(params.and_then(|p| p.get("contextId")))),
-    })
+    jsonrpc::read(body)
 }
 
 /// The method of an HTTP+JSON binding request at `path` (relative to the agent's root, with

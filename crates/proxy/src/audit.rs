@@ -32,8 +32,9 @@ pub struct Record {
     pub authn: &'static str,
     /// `namespace/agent`.
     pub target: String,
-    /// The A2A method (1.0 name), `GetAgentCard`, or the HTTP route when not A2A.
-    pub method: String,
+    /// The A2A method (1.0 name), `GetAgentCard`, or the HTTP route when not A2A (borrowed
+    /// when it is a static name: no allocation per request).
+    pub method: std::borrow::Cow<'static, str>,
     /// Task id, when visible.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
@@ -43,7 +44,7 @@ pub struct Record {
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// The rule that decided.
-    pub rule: String,
+    pub rule: &'static str,
     /// The HTTP status sent.
     pub status: u16,
     /// A gRPC call's `grpc-status` (0 OK; the upstream's error status as it sent it, or the
@@ -180,7 +181,7 @@ impl Audit {
         self.metrics
             .gateway_requests
             .get_or_create(&crate::metrics::GatewayLabels {
-                target: crate::metrics::target_label(&record.rule, &record.target),
+                target: crate::metrics::target_label(record.rule, &record.target),
                 method: crate::metrics::method_label(&record.method),
                 decision: record.decision,
                 status: crate::metrics::status_class(status),
@@ -190,7 +191,7 @@ impl Audit {
             self.metrics
                 .gateway_denials
                 .get_or_create(&crate::metrics::RuleLabels {
-                    rule: record.rule.clone(),
+                    rule: record.rule.to_owned(),
                 })
                 .inc();
         }
@@ -329,7 +330,7 @@ mod tests {
             task_id: None,
             context_id: None,
             decision: "allow",
-            rule: "same_namespace".into(),
+            rule: "same_namespace",
             status: 200,
             grpc_status: None,
             latency_ms: 1.0,

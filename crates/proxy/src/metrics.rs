@@ -37,8 +37,8 @@ pub struct ReasonLabels {
 pub struct GatewayLabels {
     /// `namespace/agent`.
     pub target: String,
-    /// The A2A method.
-    pub method: String,
+    /// The A2A method (a static name: no allocation per request).
+    pub method: &'static str,
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// HTTP status class.
@@ -267,13 +267,13 @@ pub fn target_label(rule: &str, target: &str) -> String {
 
 /// The `method` label of a gateway request: A2A methods and the card by name, anything else
 /// `other`.
-pub fn method_label(method: &str) -> String {
-    if method == warden_model::policy::CARD_METHOD
-        || warden_a2a::canonical_method(method) == Some(method)
-    {
-        method.to_owned()
-    } else {
-        "other".to_owned()
+pub fn method_label(method: &str) -> &'static str {
+    if method == warden_model::policy::CARD_METHOD {
+        return warden_model::policy::CARD_METHOD;
+    }
+    match warden_a2a::canonical_method(method) {
+        Some(canonical) if canonical == method => canonical,
+        _ => "other",
     }
 }
 

@@ -127,16 +127,13 @@ pub fn record_of(ex: &Exchange, status: u16) -> Record {
         caller: caller_header_value(&ex.caller),
         authn: ex.authn,
         target: ex.target.as_ref().map(|t| t.key()).unwrap_or_default(),
-        method: ex
-            .call
-            .method
-            .as_deref()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{} {}", ex.parts.method, ex.parts.uri.path())),
+        method: ex.call.method.clone().unwrap_or_else(|| {
+            std::borrow::Cow::Owned(format!("{} {}", ex.parts.method, ex.parts.uri.path()))
+        }),
         task_id: ex.call.task_id.clone(),
         context_id: ex.call.context_id.clone(),
         decision: if ex.allowed() { "allow" } else { "deny" },
-        rule: ex.rule().to_owned(),
+        rule: ex.rule(),
         status,
         grpc_status: None,
         latency_ms: ex.start.elapsed().as_secs_f64() * 1000.0,

@@ -105,19 +105,22 @@ fn to_sidecar<'p>(ex: &mut Exchange, endpoints: &Endpoints, policy: &'p Policy) 
             &message,
         )));
     };
-    let query = ex
-        .parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    ex.parts.uri = format!("https://{endpoint}/{}{query}", target.rest)
-        .parse()
-        .map_err(|_| bad_target())?;
+    // `/{rest}?{query}` in one allocation.
+    let query = ex.parts.uri.query();
+    let mut path = String::with_capacity(2 + target.rest.len() + query.map_or(0, str::len));
+    path.push('/');
+    path.push_str(&target.rest);
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(http::uri::PathAndQuery::try_from(path).map_err(|_| bad_target())?);
+    let authority: http::uri::Authority = endpoint.parse().map_err(|_| bad_target())?;
     if let Ok(host) = HeaderValue::from_str(&endpoint) {
         ex.parts.headers.insert(http::header::HOST, host);
     }
-    set_version(&mut ex.parts);
+    aim(&mut ex.parts, uri, http::uri::Scheme::HTTPS, authority)?;
     Ok(Via::Mesh(&agent.spiffe_id))
 }
 
@@ -325,6 +328,33 @@ mod tests {
         assert!(matches!(to_app(&mut ex, &app), Ok(Via::Plain)));
         assert_eq!(ex.parts.uri, "http://127.0.0.1:9000/tasks?id=1");
         assert_eq!(ex.parts.headers[http::header::HOST], "mesh.example:8443");
+    }
+
+    #[test]
+    fn the_gateway_aims_at_the_agents_sidecar_with_the_rest_of_the_path_and_the_query() {
+        let policy = crate::pipeline::test_support::example_policy();
+        let sidecars = Endpoints::fixed(HashMap::from([(
+            "team-beta/specialist".to_owned(),
+            "127.0.0.1:9443".to_owned(),
+        )]))
+        .expect("endpoints");
+        let uri = "/api/a2a/team-beta/specialist/v1/tasks?pageSize=2";
+        let mut ex = exchange("GET", uri, policy.clone());
+        ex.target = Some(crate::pipeline::Target {
+            namespace: "team-beta".into(),
+            name: "specialist".into(),
+            rest: "v1/tasks".into(),
+            by_host: false,
+        });
+        let Ok(Via::Mesh(id)) = to_sidecar(&mut ex, &sidecars, &policy) else {
+            panic!("not aimed over mTLS");
+        };
+        assert_eq!(
+            id.as_str(),
+            "spiffe://warden.local/ns/team-beta/sa/specialist"
+        );
+        assert_eq!(ex.parts.uri, "https://127.0.0.1:9443/v1/tasks?pageSize=2");
+        assert_eq!(ex.parts.headers[http::header::HOST], "127.0.0.1:9443");
     }
 
     #[test]
