@@ -1140,6 +1140,10 @@ fn without_root_a_local_user_and_spire_are_refused_naming_the_field_and_why() {
             said.contains("nothing was started") && said.contains(expected),
             "{name}: {said}"
         );
+        if name == "spire" {
+            let missing = "spec.identity.serverSocket /nonexistent/server.sock: no such socket";
+            assert!(said.contains(missing), "{said}");
+        }
     }
 }
 

@@ -227,6 +227,19 @@ fn identity_source(
             return None;
         }
     };
+    if let Identities::Spire(sockets) = &identities {
+        let named = [
+            ("agentSocket", &sockets.agent_socket, "spire-agent"),
+            ("serverSocket", &sockets.server_socket, "spire-server"),
+        ];
+        for (field, path, program) in named.into_iter().filter(|(_, p, _)| !p.exists()) {
+            problems.push(problem(
+                "identity",
+                format!("spec.identity.{field} {}: no such socket", path.display()),
+                format!("start {program}, or correct spec.identity.{field}"),
+            ));
+        }
+    }
     let snapshot = snapshot?;
     let spire = matches!(identities, Identities::Spire(_));
     match crate::users::workload_users(snapshot, spire) {
