@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -46,35 +46,23 @@ fn example(file: &str) -> String {
 }
 
 /// An agent's "pod" as the cluster knows it: an EndpointSlice (labelled like a Service's)
-/// with one ready address, the sidecar's.
+/// with one ready address, the sidecar's. The apiserver refuses loopback IPs in slices, so
+/// the address is the name `{agent}-pod.localhost` in an FQDN slice, which Warden reads as
+/// 127.0.0.1 (RFC 6761): the test's traffic stays on loopback.
 fn endpoint_slice(namespace: &str, agent: &str, addr: SocketAddr) -> String {
+    assert!(addr.ip().is_loopback(), "pods stand in on loopback");
     format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {agent}-pod\n  \
          namespace: {namespace}\n  labels:\n    kubernetes.io/service-name: {agent}\n\
-         addressType: IPv4\nports:\n- name: a2a\n  port: {port}\n  protocol: TCP\nendpoints:\n\
-         - addresses: [\"{ip}\"]\n  conditions:\n    ready: true\n",
-        ip = addr.ip(),
+         addressType: FQDN\nports:\n- name: a2a\n  port: {port}\n  protocol: TCP\nendpoints:\n\
+         - addresses: [\"{agent}-pod.localhost\"]\n  conditions:\n    ready: true\n",
         port = addr.port(),
     )
 }
 
-/// A free port on this machine's first non-loopback IPv4 address: the pod IP stand-in (the
-/// apiserver refuses loopback addresses in EndpointSlices). Traffic to it stays on the
-/// machine.
+/// A free port on 127.0.0.1: the pod address stand-in.
 fn pod_addr() -> SocketAddr {
-    let out = std::process::Command::new("hostname")
-        .arg("-I")
-        .output()
-        .expect("run hostname -I");
-    let ip: IpAddr = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse::<IpAddr>().ok())
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-        .expect(
-            "this test needs a non-loopback IPv4 address on the machine (`hostname -I`): \
-             the apiserver refuses loopback addresses in EndpointSlices",
-        );
-    let listener = TcpListener::bind((ip, 0)).expect("bind the pod IP stand-in");
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the pod stand-in");
     listener.local_addr().expect("local addr")
 }
 

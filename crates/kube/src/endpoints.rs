@@ -7,6 +7,9 @@
 //! counts while its `conditions.ready` is not `false` (absent means ready, as Kubernetes
 //! reads it). The port is the slice's port named `a2a`, else its only port; a slice without
 //! ports means the agent's own `spec.port` (the sidecar holds the agent's port on the pod IP).
+//! A name in an `FQDN` slice that is `localhost` or ends in `.localhost` means 127.0.0.1
+//! (RFC 6761 §6.3), so an agent on the machine itself can be written down: the apiserver
+//! refuses loopback IPs in slices.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,7 +53,10 @@ pub fn endpoint_map<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
         let entry = map.entry(format!("{namespace}/{agent}")).or_default();
         for endpoint in ready {
             entry.extend(endpoint.addresses.iter().map(|host| Endpoint {
-                host: host.clone(),
+                host: match is_localhost(host) {
+                    true => "127.0.0.1".to_owned(),
+                    false => host.clone(),
+                },
                 port,
             }));
         }
@@ -62,6 +68,14 @@ pub fn endpoint_map<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
             (agent, addresses)
         })
         .collect()
+}
+
+/// RFC 6761 §6.3: `localhost` and `*.localhost` are loopback, whatever the resolver says
+/// (glibc's `files` resolves only the names in /etc/hosts). An FQDN slice must name at least
+/// two labels, so a pod on the machine itself is `something.localhost`.
+pub fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// The port a slice names for the agent: `Some(None)` when it names none (the agent's port),

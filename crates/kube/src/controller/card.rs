@@ -75,27 +75,11 @@ pub fn target(slices: &[Arc<EndpointSlice>], agent: &CompiledAgent) -> Option<Ca
         .join(",");
     let map = endpoint_map(mine.iter().copied());
     let first = map.get(&agent.key())?.first()?;
-    let endpoint = if is_localhost(&first.host) {
-        Endpoint {
-            host: "127.0.0.1".into(),
-            port: first.port,
-        }
-        .authority(agent.port)
-    } else {
-        first.authority(agent.port)
-    };
+    let endpoint = first.authority(agent.port);
     Some(CardTarget {
         endpoint,
         fingerprint,
     })
-}
-
-/// RFC 6761 §6.3: `localhost` and `*.localhost` are loopback, whatever the resolver says
-/// (glibc's `files` resolves only the names in /etc/hosts). An FQDN slice must name at least
-/// two labels, so a pod on the machine itself is `something.localhost`.
-fn is_localhost(name: &str) -> bool {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// How a fetch goes.
@@ -279,6 +263,9 @@ mod tests {
         local.endpoints.as_mut().unwrap()[0].addresses = vec!["pod.localhost".into()];
         let found = target(&[Arc::new(local)], agent).unwrap();
         assert_eq!(found.endpoint, "127.0.0.1:9000");
-        assert!(is_localhost("pod.LOCALHOST.") && !is_localhost("localhost.example"));
+        assert!(
+            crate::endpoints::is_localhost("pod.LOCALHOST.")
+                && !crate::endpoints::is_localhost("localhost.example")
+        );
     }
 }
