@@ -43,13 +43,7 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
         ));
     }
     for label in domain.split('.') {
-        let valid = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !valid {
+        if !warden_identity::id::is_dns_label(label) {
             return Err(format!(
                 "{domain:?} is not a DNS domain: label {label:?} must be 1 to 63 letters, digits \
                  or '-', not starting or ending with '-'"

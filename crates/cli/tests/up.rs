@@ -17,25 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::up::{text, warden};
 use common::*;
 use warden_testkit::process::{Running, free_addr};
-
-fn warden(state: &Path, args: &[&str]) -> Output {
-    Command::new(WARDEN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// (exit code, stdout then stderr) of `warden verify`; stdout must be the rows alone.
 fn verify(state: &Path) -> (Option<i32>, String) {
@@ -88,37 +72,7 @@ fn start_up_from(
 
 /// Waits until `status -o json` says ready with `agents` agents; returns it.
 fn wait_ready(state: &Path, up: &mut Running, agents: usize) -> serde_json::Value {
-    wait_ready_within(state, up, agents, Duration::from_secs(30))
-}
-
-/// [`wait_ready`] with a time limit of `limit`.
-fn wait_ready_within(
-    state: &Path,
-    up: &mut Running,
-    agents: usize,
-    limit: Duration,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let out = warden(state, &["status", "-o", "json"]);
-        if out.status.success() {
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if status["agents"]
-                .as_array()
-                .is_some_and(|a| a.len() == agents)
-                && status["ready"] == true
-            {
-                return status;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "the mesh never became ready: {}",
-            text(&out)
-        );
-        assert!(up.alive(), "warden up exited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::up::wait_ready(state, up, agents, Duration::from_secs(30))
 }
 
 fn example_copy(dir: &Path) -> PathBuf {
@@ -1173,7 +1127,7 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
     let gateway = free_addr();
     let spire_flag = ["--spire-server", spire_server.to_str().unwrap()];
     let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
-    let status = wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
+    let status = common::up::wait_ready(&state, &mut up, 2, Duration::from_secs(90));
 
     // Entries: one per workload, each under the agent, selected by the workload's uid.
     let entries = spire.server_cli(&["entry", "show"]);
@@ -1220,7 +1174,7 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
     // A second `up` finds its entries and makes none.
     drop(up);
     let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
-    wait_ready_within(&state, &mut up, 2, Duration::from_secs(90));
+    common::up::wait_ready(&state, &mut up, 2, Duration::from_secs(90));
     let again = spire.server_cli(&["entry", "show"]);
     assert_eq!(
         again.matches("Entry ID").count(),

@@ -103,14 +103,7 @@ pub fn check_dns_name(name: &str) -> Result<(), CaError> {
         if i == 0 && label == "*" {
             continue;
         }
-        let valid = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !valid {
+        if !crate::id::is_dns_label(label) {
             return Err(bad(
                 "each label is 1-63 letters, digits or '-' (only the first may be '*')",
             ));

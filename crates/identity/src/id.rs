@@ -288,6 +288,18 @@ pub struct WorkloadName<'a> {
     pub service_account: &'a str,
 }
 
+/// A DNS label as host names and SANs allow it: 1–63 ASCII letters, digits or `-`, not
+/// starting or ending with `-`. One rule for every place Warden checks a host name (the
+/// CA's DNS SANs, the mesh's host domain), so they cannot disagree about what is valid.
+pub fn is_dns_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

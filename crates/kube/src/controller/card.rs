@@ -27,7 +27,6 @@ use sha2::{Digest, Sha256};
 use warden_identity::{IdentityCell, SvidSource};
 use warden_model::resources::{CardStatus, TransportSecurity};
 use warden_model::{CompiledAgent, MtlsMode};
-use warden_proxy::endpoints::Endpoint;
 use warden_proxy::forward::{Upstreams, Via};
 
 use crate::endpoints::{SERVICE_NAME_LABEL, endpoint_map};
