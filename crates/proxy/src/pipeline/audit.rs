@@ -14,7 +14,7 @@ use http::Response;
 use http_body_util::BodyExt;
 
 use super::{Exchange, Handler, Phase};
-use crate::audit::{Audit as AuditLog, AuditedBody, Record, rfc3339};
+use crate::audit::{Audit as AuditLog, AuditedBody, Record, Written, rfc3339};
 use crate::authz::caller_header_value;
 use crate::http::ProxyBody;
 use crate::metrics::{Metrics, RequestLabels, status_class};
@@ -53,7 +53,10 @@ impl<S: Handler> Audit<S> {
             done: false,
         };
         let response = self.inner.handle(&mut pending.ex).await;
-        pending.finish(response)
+        let (response, written) = pending.finish(response);
+        // A generated response leaves only once its line is written.
+        written.await;
+        response
     }
 }
 
@@ -65,7 +68,9 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// Records the outcome (or hands it to the body, for a streamed response); the
+    /// [`Written`] resolves once a generated response's line is written.
+    fn finish(mut self, response: Response<ProxyBody>) -> (Response<ProxyBody>, Written) {
         self.done = true;
         let status = response.status();
         match self.recorder {
@@ -74,9 +79,9 @@ impl Pending<'_> {
                 if self.ex.phase == Phase::Responding {
                     let (parts, body) = response.into_parts();
                     let body = AuditedBody::new(body, record, audit.clone(), self.ex.start);
-                    return Response::from_parts(parts, body.boxed());
+                    return (Response::from_parts(parts, body.boxed()), Written::done());
                 }
-                audit.record(&record);
+                return (response, audit.submit(&record));
             }
             Recorder::Inbound(metrics) => {
                 count(metrics, "inbound", self.ex.mode.as_str(), &self.ex, status);
@@ -92,7 +97,7 @@ impl Pending<'_> {
                 count(metrics, "egress", mode, &self.ex, status);
             }
         }
-        response
+        (response, Written::done())
     }
 }
 
