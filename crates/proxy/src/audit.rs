@@ -7,11 +7,10 @@
 //! file is rotated: `<file>` → `<file>.1` → `<file>.2` …, keeping `max_files` old files.
 
 use std::fs::{File, OpenOptions};
-use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -65,204 +64,64 @@ pub struct Record {
 pub enum Sink {
     /// Standard output.
     Stdout,
-    /// A file, rotated past a size, written by its own thread ([`FileWriter`]).
-    File(FileWriter),
+    /// A file, rotated past `max_bytes`.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The open file and its size.
+        file: Mutex<(File, u64)>,
+        /// Rotation threshold.
+        max_bytes: u64,
+        /// Old files kept (`<file>.1` is the newest).
+        max_files: u32,
+    },
     /// Nowhere.
     Discard,
 }
 
 impl Sink {
-    /// Opens (appends to) an audit file, rotated past `max_bytes`, keeping `max_files` old
-    /// files (`<file>.1` is the newest).
+    /// Opens (appends to) an audit file.
     pub fn file(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
-        FileWriter::open(path, max_bytes, max_files).map(Sink::File)
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Sink::File {
+            path,
+            file: Mutex::new((file, size)),
+            max_bytes,
+            max_files,
+        })
     }
 
-    /// Writes one record as one line, returning once it is written.
+    /// Writes one record as one line.
     pub fn write(&self, record: &Record) {
-        let Some(line) = line_of(record) else { return };
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(_) => return,
+        };
+        line.push(b'\n');
         match self {
             Sink::Discard => {}
             Sink::Stdout => {
                 let _ = std::io::stdout().lock().write_all(&line);
             }
-            Sink::File(writer) => {
-                let (done, wait) = std::sync::mpsc::channel();
-                if writer.queue.send((line, Ack::Blocking(done))).is_ok() {
-                    let _ = wait.recv();
+            Sink::File {
+                path,
+                file,
+                max_bytes,
+                max_files,
+            } => {
+                let Ok(mut guard) = file.lock() else { return };
+                if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
+                    rotate(path, *max_files);
+                    if let Ok(fresh) = OpenOptions::new().create(true).append(true).open(path) {
+                        *guard = (fresh, 0);
+                    }
                 }
-            }
-        }
-    }
-
-    /// Hands one record to the sink without blocking the calling task; the returned
-    /// [`Written`] resolves once the line is in the file.
-    pub fn submit(&self, record: &Record) -> Written {
-        match self {
-            Sink::File(writer) => {
-                let Some(line) = line_of(record) else {
-                    return Written(None);
-                };
-                let (done, wait) = tokio::sync::oneshot::channel();
-                match writer.queue.send((line, Ack::Async(done))) {
-                    Ok(()) => Written(Some(wait)),
-                    Err(_) => Written(None),
-                }
-            }
-            _ => {
-                self.write(record);
-                Written(None)
-            }
-        }
-    }
-}
-
-fn line_of(record: &Record) -> Option<Vec<u8>> {
-    let mut line = serde_json::to_vec(record).ok()?;
-    line.push(b'\n');
-    Some(line)
-}
-
-/// How a request learns its line is written.
-enum Ack {
-    /// A task awaiting [`Written`].
-    Async(tokio::sync::oneshot::Sender<()>),
-    /// A caller blocked in [`Sink::write`].
-    Blocking(std::sync::mpsc::Sender<()>),
-}
-
-impl Ack {
-    fn done(self) {
-        match self {
-            Ack::Async(done) => {
-                let _ = done.send(());
-            }
-            Ack::Blocking(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// Resolves once an audit line handed to [`Sink::submit`] is in the file (at once for the
-/// other sinks, or if the writer is gone).
-pub struct Written(Option<tokio::sync::oneshot::Receiver<()>>);
-
-impl Written {
-    /// Nothing to wait for.
-    pub fn done() -> Self {
-        Written(None)
-    }
-}
-
-impl Future for Written {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.0.as_mut() {
-            None => Poll::Ready(()),
-            Some(wait) => Pin::new(wait).poll(cx).map(|_| {
-                self.0 = None;
-            }),
-        }
-    }
-}
-
-/// The audit file's writer: a thread that owns the file. Requests hand it their line and
-/// wait, without blocking their task, until it is written; the lines that arrive while a
-/// write is under way go out together in the next `write` (group commit). Per request this
-/// replaces a contended mutex and one `write` system call on the request's own task, which
-/// profiled at a fifth of the gateway's CPU under load. Lines still go straight to the file
-/// (no user-space buffer survives a write), so a SIGTERM after the drain loses nothing.
-pub struct FileWriter {
-    queue: std::sync::mpsc::Sender<(Vec<u8>, Ack)>,
-}
-
-impl FileWriter {
-    fn open(path: PathBuf, max_bytes: u64, max_files: u32) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
-        let (queue, lines) = std::sync::mpsc::channel();
-        let mut out = RotatingFile {
-            path,
-            file,
-            size,
-            max_bytes,
-            max_files,
-        };
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || out.run(&lines))?;
-        Ok(Self { queue })
-    }
-}
-
-/// Most lines written (and acknowledged) together.
-const MAX_BATCH: usize = 256;
-
-/// The open audit file, its size, and its rotation rule.
-struct RotatingFile {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    max_bytes: u64,
-    max_files: u32,
-}
-
-impl RotatingFile {
-    /// Writes batches until every sender is gone.
-    fn run(&mut self, lines: &std::sync::mpsc::Receiver<(Vec<u8>, Ack)>) {
-        let mut buf = Vec::new();
-        let mut acks = Vec::new();
-        while let Ok(first) = lines.recv() {
-            let mut next = Some(first);
-            while let Some((line, ack)) = next {
-                // Rotation is decided line by line, as if each were written alone.
-                if self.size + (buf.len() + line.len()) as u64 > self.max_bytes
-                    && self.size + buf.len() as u64 > 0
-                {
-                    self.flush(&mut buf);
-                    self.rotate();
-                }
-                buf.extend_from_slice(&line);
-                acks.push(ack);
-                // Bounded, so that a steady stream of lines cannot hold back the acks.
-                next = if acks.len() < MAX_BATCH {
-                    lines.try_recv().ok()
+                if let Err(e) = guard.0.write_all(&line) {
+                    tracing::error!(error = %e, file = %path.display(), "audit write failed");
                 } else {
-                    None
-                };
-            }
-            self.flush(&mut buf);
-            acks.drain(..).for_each(Ack::done);
-        }
-    }
-
-    fn flush(&mut self, buf: &mut Vec<u8>) {
-        if buf.is_empty() {
-            return;
-        }
-        if let Err(e) = self.file.write_all(buf) {
-            tracing::error!(error = %e, file = %self.path.display(), "audit write failed");
-        } else {
-            self.size += buf.len() as u64;
-        }
-        buf.clear();
-    }
-
-    fn rotate(&mut self) {
-        rotate(&self.path, self.max_files);
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            Ok(fresh) => {
-                self.file = fresh;
-                self.size = 0;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, file = %self.path.display(), "audit file reopen failed");
+                    guard.1 += line.len() as u64;
+                }
             }
         }
     }
@@ -300,20 +159,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Writes the line and counts the request, returning once the line is written.
+    /// Writes the line and counts the request.
     pub fn record(&self, record: &Record) {
         self.sink.write(record);
-        self.count(record);
-    }
-
-    /// Counts the request and hands its line to the sink without blocking the task; await
-    /// the [`Written`] before the response ends.
-    pub fn submit(&self, record: &Record) -> Written {
-        self.count(record);
-        self.sink.submit(record)
-    }
-
-    fn count(&self, record: &Record) {
         let status =
             http::StatusCode::from_u16(record.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
         self.metrics
@@ -372,15 +220,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A response body that writes its audit record when it ends, before the end reaches the
-/// client (the last frame is held until the line is written), or when it is dropped early.
+/// client (or when it is dropped early).
 pub struct AuditedBody {
     inner: ProxyBody,
     record: Option<Record>,
     audit: Arc<Audit>,
     start: Instant,
-    /// The record is handed to the writer; the end (and the last frame, if it came with the
-    /// end) wait for it.
-    ending: Option<(Written, Option<Frame<Bytes>>)>,
 }
 
 impl AuditedBody {
@@ -391,24 +236,16 @@ impl AuditedBody {
             record: Some(record),
             audit,
             start,
-            ending: None,
         }
     }
 
-    /// Completes the record; `None` when it was already recorded.
-    fn complete(&mut self, aborted: bool) -> Option<Record> {
-        let mut record = self.record.take()?;
-        record.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        record.aborted = aborted;
-        if aborted {
-            record.phase = Some("responding");
-        }
-        Some(record)
-    }
-
-    /// An abort: written at once (the client will not see an end anyway).
-    fn finish_aborted(&mut self) {
-        if let Some(record) = self.complete(true) {
+    fn finish(&mut self, aborted: bool) {
+        if let Some(mut record) = self.record.take() {
+            record.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            record.aborted = aborted;
+            if aborted {
+                record.phase = Some("responding");
+            }
             self.audit.record(&record);
         }
     }
@@ -423,38 +260,30 @@ impl Body for AuditedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some((written, _)) = this.ending.as_mut() {
-            std::task::ready!(Pin::new(written).poll(cx));
-            let last = this.ending.take().and_then(|(_, frame)| frame);
-            return Poll::Ready(last.map(Ok));
-        }
-        let last = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
                     record.bytes_out += data.len() as u64;
                 }
-                if !this.inner.is_end_stream() {
-                    return Poll::Ready(Some(Ok(frame)));
+                if this.inner.is_end_stream() {
+                    this.finish(false);
                 }
-                Some(frame)
+                Poll::Ready(Some(Ok(frame)))
             }
-            None => None,
-            Some(Err(e)) => {
-                this.finish_aborted();
-                return Poll::Ready(Some(Err(e)));
+            Poll::Ready(None) => {
+                this.finish(false);
+                Poll::Ready(None)
             }
-        };
-        match this.complete(false) {
-            Some(record) => {
-                this.ending = Some((this.audit.submit(&record), last));
-                self.poll_frame(cx)
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(true);
+                Poll::Ready(Some(Err(e)))
             }
-            None => Poll::Ready(last.map(Ok)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.record.is_none() && self.ending.is_none() && self.inner.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -464,7 +293,7 @@ impl Body for AuditedBody {
 
 impl Drop for AuditedBody {
     fn drop(&mut self) {
-        self.finish_aborted();
+        self.finish(true);
     }
 }
 
@@ -528,35 +357,6 @@ mod tests {
             .collect();
         assert_eq!(lines.last(), Some(&99));
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_submitted_line_is_in_the_file_when_its_written_resolves() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let sink = Arc::new(Sink::file(path.clone(), u64::MAX, 1).unwrap());
-        let tasks: Vec<_> = (0..400)
-            .map(|i| {
-                let (sink, path) = (sink.clone(), path.clone());
-                tokio::spawn(async move {
-                    sink.submit(&record(i)).await;
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    text.contains(&format!("/caller-{i}\""))
-                })
-            })
-            .collect();
-        for (i, task) in tasks.into_iter().enumerate() {
-            assert!(
-                task.await.unwrap(),
-                "line {i} not in the file when acknowledged"
-            );
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 400);
-        assert!(
-            text.lines()
-                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
-        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use http::Response;
 use http_body_util::BodyExt;
 
 use super::{Exchange, Handler, Phase};
-use crate::audit::{Audit as AuditLog, AuditedBody, Record, Written, rfc3339};
+use crate::audit::{Audit as AuditLog, AuditedBody, Record, rfc3339};
 use crate::authz::caller_header_value;
 use crate::http::ProxyBody;
 use crate::metrics::{Metrics, RequestLabels, status_class};
@@ -53,10 +53,7 @@ impl<S: Handler> Audit<S> {
             done: false,
         };
         let response = self.inner.handle(&mut pending.ex).await;
-        let (response, written) = pending.finish(response);
-        // A generated response leaves only once its line is written.
-        written.await;
-        response
+        pending.finish(response)
     }
 }
 
@@ -68,9 +65,7 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// Records the outcome (or hands it to the body, for a streamed response); the
-    /// [`Written`] resolves once a generated response's line is written.
-    fn finish(mut self, response: Response<ProxyBody>) -> (Response<ProxyBody>, Written) {
+    fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         self.done = true;
         let status = response.status();
         match self.recorder {
@@ -79,9 +74,9 @@ impl Pending<'_> {
                 if self.ex.phase == Phase::Responding {
                     let (parts, body) = response.into_parts();
                     let body = AuditedBody::new(body, record, audit.clone(), self.ex.start);
-                    return (Response::from_parts(parts, body.boxed()), Written::done());
+                    return Response::from_parts(parts, body.boxed());
                 }
-                return (response, audit.submit(&record));
+                audit.record(&record);
             }
             Recorder::Inbound(metrics) => {
                 count(metrics, "inbound", self.ex.mode.as_str(), &self.ex, status);
@@ -97,7 +92,7 @@ impl Pending<'_> {
                 count(metrics, "egress", mode, &self.ex, status);
             }
         }
-        (response, Written::done())
+        response
     }
 }
 
