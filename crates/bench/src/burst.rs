@@ -1,6 +1,7 @@
 //! Issue 11's memory attack on the gateway: many anonymous JSON-RPC bodies of ~9.9 MB, each
-//! sent almost whole and then stalled, to a target that denies anonymous callers. What counts
-//! is the gateway's RSS after the burst: back within 20 MiB of idle.
+//! sent almost whole and then stalled, to a target that denies anonymous callers (and, harder,
+//! to one that admits them, so that the gateway reads the bodies within its buffering budget).
+//! What counts is the gateway's RSS after the burst: back within 20 MiB of idle.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,11 +27,12 @@ pub struct Burst {
     pub after_kib: Option<u64>,
 }
 
-/// One anonymous, stalled upload: the head, then `SENT` bytes of a `SendMessage` body.
-async fn stalled_upload(addr: SocketAddr) -> Option<TcpStream> {
+/// One anonymous, stalled upload to `agent` (`namespace/name`): the head, then `SENT` bytes
+/// of a `SendMessage` body.
+async fn stalled_upload(addr: SocketAddr, agent: &'static str) -> Option<TcpStream> {
     let mut tcp = TcpStream::connect(addr).await.ok()?;
     let head = format!(
-        "POST /api/a2a/bench-b/server/ HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n"
+        "POST /api/a2a/{agent}/ HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n"
     );
     let prefix = br#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"role":"user","messageId":"m","parts":[{"kind":"text","text":""#;
     let chunk = vec![b'x'; 64 * 1024];
@@ -50,10 +52,11 @@ async fn stalled_upload(addr: SocketAddr) -> Option<TcpStream> {
     Some(tcp)
 }
 
-/// Runs `count` stalled uploads at once against the gateway at `addr` (process `pid`).
-pub async fn gateway_burst(addr: SocketAddr, pid: u32, count: usize) -> Burst {
+/// Runs `count` stalled uploads at once to `agent` through the gateway at `addr` (process
+/// `pid`).
+pub async fn gateway_burst(addr: SocketAddr, pid: u32, agent: &'static str, count: usize) -> Burst {
     let uploads: Vec<_> = (0..count)
-        .map(|_| tokio::spawn(stalled_upload(addr)))
+        .map(|_| tokio::spawn(stalled_upload(addr, agent)))
         .collect();
     let mut peak = rss_kib(pid);
     let mut held = Vec::with_capacity(count);

@@ -114,9 +114,14 @@ pub(crate) struct Report {
     sidecar_idle_rss_kib: Option<u64>,
     sidecar_1k_conn_rss_kib: Option<u64>,
     gateway_idle_rss_kib: Option<u64>,
-    /// The gateway's largest RSS during the burst of stalled anonymous bodies, and after it.
+    /// The gateway's largest RSS during the burst of stalled anonymous bodies to a target that
+    /// denies them (issue 11.2), and after it.
     gateway_burst_peak_rss_kib: Option<u64>,
     gateway_burst_after_rss_kib: Option<u64>,
+    /// The same to a target that admits anonymous callers (the bodies are read, within the
+    /// buffering budget).
+    gateway_burst_admitted_peak_rss_kib: Option<u64>,
+    gateway_burst_admitted_after_rss_kib: Option<u64>,
     policy_decision_ns: Option<f64>,
     /// Each target of docs/benchmarks.md, with this run's figure.
     targets: Vec<targets::Check>,
@@ -161,7 +166,7 @@ fn table(report: &Report) -> String {
     }
     out.push_str(&format!(
         "\nhandshakes/s (per CPU second): sidecar {} ({}), nginx {} ({}), haproxy {} ({}), baseline sidecar {} ({})\n\
-         RSS KiB: sidecar idle {}, with 1,000 connections {} · gateway idle {}, burst peak {}, after the burst {} · policy decision {} ns\n",
+         RSS KiB: sidecar idle {}, with 1,000 connections {} · gateway idle {}, burst to a denying target: peak {}, after {}; to an admitting one: peak {}, after {} · policy decision {} ns\n",
         fmt(report.handshakes_per_sec, 0),
         fmt(report.handshakes_per_sidecar_cpu_sec, 0),
         fmt(report.nginx_handshakes_per_sec, 0),
@@ -175,6 +180,8 @@ fn table(report: &Report) -> String {
         kib(report.gateway_idle_rss_kib),
         kib(report.gateway_burst_peak_rss_kib),
         kib(report.gateway_burst_after_rss_kib),
+        kib(report.gateway_burst_admitted_peak_rss_kib),
+        kib(report.gateway_burst_admitted_after_rss_kib),
         fmt(report.policy_decision_ns, 0),
     ));
     out.push_str(&targets::table(&report.targets));
@@ -407,9 +414,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wanted("gateway-burst") {
         eprintln!("running gateway-burst…");
         let (addr, pid) = env.gateway();
-        let burst = burst::gateway_burst(addr, pid, 60).await;
-        report.gateway_burst_peak_rss_kib = burst.peak_kib;
-        report.gateway_burst_after_rss_kib = burst.after_kib;
+        let denied = burst::gateway_burst(addr, pid, "bench-b/private", 60).await;
+        report.gateway_burst_peak_rss_kib = denied.peak_kib;
+        report.gateway_burst_after_rss_kib = denied.after_kib;
+        let admitted = burst::gateway_burst(addr, pid, "bench-b/server", 60).await;
+        report.gateway_burst_admitted_peak_rss_kib = admitted.peak_kib;
+        report.gateway_burst_admitted_after_rss_kib = admitted.after_kib;
     }
     if wanted("policy") {
         eprintln!("running policy…");

@@ -323,9 +323,11 @@ impl Env {
         )?;
         let client = Arc::new(Upstreams::new(identity, Limits::default()));
 
-        // A mesh for the gateway: the client's namespace may call the server.
+        // A mesh for the gateway: the client's namespace (and anonymous callers) may call the
+        // server; `private` admits its own namespace only (the gateway-burst's denied target).
         let manifests = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: server, namespace: bench-b}\nspec: {allowedNamespaces: {from: All}}\n---\n\
-             apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: client, namespace: bench-a}\nspec: {}\n";
+             apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: client, namespace: bench-a}\nspec: {}\n---\n\
+             apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: private, namespace: bench-b}\nspec: {allowedNamespaces: {from: Same}}\n";
         std::fs::write(dir.join("mesh.yaml"), manifests)?;
         let loaded = warden_model::load_path(&dir.join("mesh.yaml"))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -84,6 +84,16 @@ fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
         report["policy_decision_ns"].is_null(),
         "policy was not asked for"
     );
+    // The targets table has the figures of the rows that ran, and none of those that did not.
+    let targets = report["targets"].as_array().expect("targets");
+    let check = |prefix: &str| {
+        targets
+            .iter()
+            .find(|t| t["target"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no target {prefix:?} in {targets:?}"))
+    };
+    assert!(number(check("mesh-path cpu/req ÷ sidecar-mtls"), "value") > 0.0);
+    assert!(check("mesh-path rps ÷ nginx-mtls")["value"].is_null());
 }
 
 #[test]

@@ -3,15 +3,17 @@
 //! A generated response (denial, error) is logged before it is returned; a proxied response is
 //! logged when its body ends (or is abandoned), so the record has the status, latency and byte
 //! counts and is on disk before the client sees the end of the stream. Lines go straight to
-//! the file (no user-space buffer), so a SIGTERM after the drain loses nothing; past a size the
-//! file is rotated: `<file>` → `<file>.1` → `<file>.2` …, keeping `max_files` old files.
+//! the file (no user-space buffer, one `write(2)` each, no lock between requests), so a
+//! SIGTERM after the drain loses nothing; past a size the file is rotated: `<file>` →
+//! `<file>.1` → `<file>.2` …, keeping `max_files` old files.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -73,8 +75,13 @@ pub enum Sink {
     File {
         /// The file.
         path: PathBuf,
-        /// The open file and its size.
-        file: Mutex<(File, u64)>,
+        /// The open file, in append mode: each line is one `write(2)`, which the kernel
+        /// appends whole, so requests write at once under the shared (read) lock; only a
+        /// rotation takes it exclusively. (A mutex here was contended by every worker and
+        /// profiled at a fifth of the gateway's CPU under load.)
+        file: RwLock<File>,
+        /// Bytes in the current file, reserved by each line before it is written.
+        size: AtomicU64,
         /// Rotation threshold.
         max_bytes: u64,
         /// Old files kept (`<file>.1` is the newest).
@@ -95,7 +102,8 @@ impl Sink {
         let size = file.metadata()?.len();
         Ok(Sink::File {
             path,
-            file: Mutex::new((file, size)),
+            file: RwLock::new(file),
+            size: AtomicU64::new(size),
             max_bytes,
             max_files,
         })
@@ -116,25 +124,42 @@ impl Sink {
             Sink::File {
                 path,
                 file,
+                size,
                 max_bytes,
                 max_files,
             } => {
-                let Ok(mut guard) = file.lock() else { return };
-                if guard.1 + line.len() as u64 > *max_bytes && guard.1 > 0 {
-                    rotate(path, *max_files);
-                    if let Ok(fresh) = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(path)
-                    {
-                        *guard = (fresh, 0);
+                let len = line.len() as u64;
+                let before = size.fetch_add(len, Ordering::AcqRel);
+                let written = if before + len > *max_bytes && before > 0 {
+                    // The line that crosses the threshold rotates, unless another did since
+                    // it reserved its bytes (then it goes, and counts, in the fresh file).
+                    let Ok(mut file) = file.write() else { return };
+                    if size.load(Ordering::Acquire) >= before + len {
+                        rotate(path, *max_files);
+                        match OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .mode(0o600)
+                            .open(path)
+                        {
+                            Ok(fresh) => {
+                                *file = fresh;
+                                size.store(len, Ordering::Release);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, file = %path.display(), "audit file reopen failed");
+                            }
+                        }
+                    } else {
+                        size.fetch_add(len, Ordering::AcqRel);
                     }
-                }
-                if let Err(e) = guard.0.write_all(&line) {
-                    tracing::error!(error = %e, file = %path.display(), "audit write failed");
+                    (&*file).write_all(&line)
                 } else {
-                    guard.1 += line.len() as u64;
+                    let Ok(file) = file.read() else { return };
+                    (&*file).write_all(&line)
+                };
+                if let Err(e) = written {
+                    tracing::error!(error = %e, file = %path.display(), "audit write failed");
                 }
             }
         }
@@ -402,6 +427,35 @@ mod tests {
             serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
         assert_eq!(line["grpc_status"], 5);
         assert_eq!(line["bytes_out"], 5);
+    }
+
+    #[test]
+    fn lines_written_at_once_by_many_threads_are_each_whole_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let sink = Arc::new(Sink::file(path.clone(), u64::MAX, 1).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..250 {
+                        sink.write(&record(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut callers: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
+                v["caller"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        callers.sort();
+        callers.dedup();
+        assert_eq!(callers.len(), 2000);
     }
 
     #[test]
