@@ -144,24 +144,13 @@ struct Entry<'a> {
 }
 
 fn interface_entries(card: &Value) -> Vec<Entry<'_>> {
-    fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-        v.get(key).and_then(Value::as_str)
-    }
-    let mut entries = Vec::new();
-    for item in card
-        .get("supportedInterfaces")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        entries.push(Entry {
-            url: text(item, "url"),
-            binding: text(item, "protocolBinding")
-                .or_else(|| text(item, "transport"))
-                .unwrap_or("JSONRPC"),
-            tenant: text(item, "tenant"),
-        });
-    }
+    // 1.0's list names the binding `protocolBinding`, 0.3's `transport`; each list prefers
+    // its own spelling and accepts the other.
+    let mut entries = listed_entries(
+        card,
+        "supportedInterfaces",
+        ["protocolBinding", "transport"],
+    );
     if let Some(url) = text(card, "url") {
         entries.push(Entry {
             url: Some(url),
@@ -169,21 +158,35 @@ fn interface_entries(card: &Value) -> Vec<Entry<'_>> {
             tenant: None,
         });
     }
-    for item in card
-        .get("additionalInterfaces")
+    entries.extend(listed_entries(
+        card,
+        "additionalInterfaces",
+        ["transport", "protocolBinding"],
+    ));
+    entries
+}
+
+/// The entries of the interface list `key`, each binding read from the first of `binding_keys`
+/// present (JSON-RPC when none is).
+fn listed_entries<'c>(card: &'c Value, key: &str, binding_keys: [&str; 2]) -> Vec<Entry<'c>> {
+    let items = card
+        .get(key)
         .and_then(Value::as_array)
         .into_iter()
-        .flatten()
-    {
-        entries.push(Entry {
+        .flatten();
+    items
+        .map(|item| Entry {
             url: text(item, "url"),
-            binding: text(item, "transport")
-                .or_else(|| text(item, "protocolBinding"))
+            binding: text(item, binding_keys[0])
+                .or_else(|| text(item, binding_keys[1]))
                 .unwrap_or("JSONRPC"),
             tenant: text(item, "tenant"),
-        });
-    }
-    entries
+        })
+        .collect()
+}
+
+fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 fn binding_of(item: &Value, default: &str) -> Option<String> {
