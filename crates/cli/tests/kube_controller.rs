@@ -471,6 +471,33 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    // The body is in the format its Content-Type names (Prometheus 3 refuses a mismatch).
+    assert!(
+        !metrics.contains("# EOF"),
+        "text 0.0.4 has no # EOF:\n{metrics}"
+    );
+    let url = format!("http://{}/metrics", controller.admin);
+    let content_type = |accept: &str| {
+        let out = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{content_type}",
+            "-H",
+            accept,
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        content_type("Accept: */*"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(
+        content_type("Accept: application/openmetrics-text"),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     assert_nothing_forbidden(&controller.log);
 
     // The kill switch: a leader with --enable-verified-fetch=false fetches over plain HTTP

@@ -413,8 +413,20 @@ fn install_crds_and_webhooks_on_a_real_apiserver() {
     eprintln!("step: sidecar injected");
 
     // The process counted what it decided.
-    let metrics = curl(&["--cacert", ca.to_str().unwrap(), &format!("{url}/metrics")]);
+    let metrics = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        "\n%{content_type}",
+        &format!("{url}/metrics"),
+    ]);
     let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let (metrics, content_type) = metrics.rsplit_once('\n').unwrap_or_default();
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        !metrics.contains("# EOF"),
+        "text 0.0.4 has no # EOF:\n{metrics}"
+    );
     for series in [
         r#"warden_admission_reviews_total{webhook="validating",kind="Agent",decision="deny"}"#,
         r#"warden_admission_reviews_total{webhook="mutating",kind="Pod",decision="patch"}"#,

@@ -100,12 +100,6 @@ impl AdmissionMetrics {
             duration,
         }
     }
-
-    fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }
 
 struct WebhookService<R> {
@@ -116,6 +110,22 @@ struct WebhookService<R> {
 }
 
 /// A response with `status` and a text body (the admin ports' answers).
+/// `/metrics` as the request's `Accept` asks, body and Content-Type from one choice (the
+/// webhook's and the controller's admin ports).
+pub(crate) fn metrics_response(
+    registry: &Registry,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let accept = req.headers().get(http::header::ACCEPT);
+    let (content_type, body) = warden_proxy::metrics::exposition(registry, accept);
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
@@ -183,7 +193,7 @@ impl<R: ClusterReader> Service for WebhookService<R> {
             (&Method::POST, "/validate") => self.admit(req, Webhook::Validating).await,
             (&Method::POST, "/mutate") => self.admit(req, Webhook::Mutating).await,
             (&Method::GET, "/healthz" | "/readyz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/metrics") => text(StatusCode::OK, self.metrics.encode()),
+            (&Method::GET, "/metrics") => metrics_response(&self.metrics.registry, &req),
             (_, "/validate" | "/mutate") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n")
             }

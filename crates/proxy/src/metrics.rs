@@ -166,19 +166,12 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        encode_registry(&self.registry, Format::OpenMetrics)
     }
 
     /// The exposition in `format`.
     pub fn encode_as(&self, format: Format) -> String {
-        match format {
-            Format::OpenMetrics => self.encode(),
-            Format::Text004 => openmetrics_to_text_004(&self.encode()),
-        }
+        encode_registry(&self.registry, format)
     }
 
     /// Sets `warden_svid_expiry_seconds` from the SVID's `not_after` (Unix seconds).
@@ -223,6 +216,28 @@ impl Format {
             Self::Text004 => "text/plain; version=0.0.4; charset=utf-8",
         }
     }
+}
+
+/// `registry`'s exposition in `format`, for every admin port (proxies, controller, webhook):
+/// prometheus-client writes OpenMetrics, which a scraper reads as such only when told so.
+pub fn encode_registry(registry: &Registry, format: Format) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    match format {
+        Format::OpenMetrics => out,
+        Format::Text004 => openmetrics_to_text_004(&out),
+    }
+}
+
+/// A `/metrics` response body and its Content-Type for a request's `Accept` header.
+pub fn exposition(
+    registry: &Registry,
+    accept: Option<&http::HeaderValue>,
+) -> (&'static str, String) {
+    let format = Format::negotiate(accept.and_then(|v| v.to_str().ok()));
+    (format.content_type(), encode_registry(registry, format))
 }
 
 /// OpenMetrics text as Prometheus text 0.0.4: a counter family's HELP and TYPE name its

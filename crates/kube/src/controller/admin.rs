@@ -20,7 +20,7 @@ use warden_model::MtlsMode;
 use warden_proxy::authz::Peer;
 use warden_proxy::http::ProxyBody;
 
-use crate::server::text;
+use crate::server::{metrics_response, text};
 use warden_proxy::server::{BindError, Drain, Server, Service, bind};
 
 /// Label of a card fetch.
@@ -127,12 +127,6 @@ impl ControllerMetrics {
         self.synced.load(Ordering::Relaxed)
             && (self.leader.get() == 0 || self.reconciled_as_leader.load(Ordering::Relaxed))
     }
-
-    fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }
 
 struct AdminService(Arc<ControllerMetrics>);
@@ -155,14 +149,7 @@ impl Service for AdminService {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: caches not synced, or leading without a completed reconcile\n",
             ),
-            (&Method::GET, "/metrics") => {
-                let mut response = text(StatusCode::OK, self.0.encode());
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                response
-            }
+            (&Method::GET, "/metrics") => metrics_response(&self.0.registry, &req),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
