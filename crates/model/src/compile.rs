@@ -225,13 +225,13 @@ fn compile_located(manifests: &Manifests, version: u64) -> Result<MeshSnapshot, 
         .zip(sources)
         .map(|(agent, sourced)| resolve_tools(agent, sourced, &snapshot, &secrets, &config_maps))
         .collect();
-    for (agent, (tools, accepted)) in snapshot.agents_mut().iter_mut().zip(resolved) {
-        if !accepted.status {
-            tracing::debug!(agent = %agent.key(), reason = %accepted.reason, "agent not accepted");
-        }
-        agent.tools = tools;
-        agent.accepted = accepted;
-    }
+    snapshot.set_tools(resolved).map_err(|e| {
+        vec![ModelError {
+            origin: None,
+            field: None,
+            message: e,
+        }]
+    })?;
     Ok(snapshot)
 }
 
@@ -470,6 +470,16 @@ fn check_header(origin: &Origin, field: &str, header: &HeaderFrom, errors: &mut 
             format!("{field}.name"),
             format!("{:?} is not a valid HTTP header name", header.name),
         ));
+    } else if header.name.contains('_') {
+        errors.push(ModelError::at(
+            origin,
+            format!("{field}.name"),
+            format!(
+                "{} contains '_': sidecars drop such headers before the app (WSGI, CGI and \
+                 Rack read '_' as '-', so they could pass for identity headers); use '-'",
+                header.name
+            ),
+        ));
     } else if RESERVED_HEADERS.contains(&header.name.to_ascii_lowercase().as_str()) {
         errors.push(ModelError::at(
             origin,
@@ -549,7 +559,9 @@ fn resolve_tools(
         }
         let mut headers = Vec::new();
         for header in &tool.headers_from {
-            match resolve_header(header, &agent.namespace, secrets, config_maps) {
+            match resolve_header(header, &agent.namespace, secrets, config_maps)
+                .and_then(|value| header_value(header, value))
+            {
                 Ok(value) => headers.push((header.name.clone(), value)),
                 Err(failure) => {
                     failures.push(failure);
@@ -584,6 +596,30 @@ fn resolve_tools(
         },
     };
     (compiled, accepted)
+}
+
+/// `value` when HTTP allows it in a header; a Secret written from a file often ends in a
+/// newline, which would otherwise be found only when calls went out without the header.
+fn header_value(header: &HeaderFrom, value: String) -> Result<String, (&'static str, String)> {
+    if http::HeaderValue::from_str(&value).is_ok() {
+        return Ok(value);
+    }
+    let origin = match header.value_from.as_ref() {
+        Some(from) => match (&from.secret_key_ref, &from.config_map_key_ref) {
+            (Some(r), _) => format!("Secret {} key {}", r.name, r.key),
+            (None, Some(r)) => format!("ConfigMap {} key {}", r.name, r.key),
+            (None, None) => "its value".to_owned(),
+        },
+        None => "its value".to_owned(),
+    };
+    Err((
+        "InvalidHeaderValue",
+        format!(
+            "header {}: {origin} is not a valid HTTP header value (control characters such as a \
+             trailing newline are not allowed)",
+            header.name
+        ),
+    ))
 }
 
 fn resolve_header(

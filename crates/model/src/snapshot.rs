@@ -216,7 +216,13 @@ pub struct MeshSnapshot {
     by_service_account: HashMap<String, HashMap<String, Vec<usize>>>,
     /// namespace → labels.
     labels: HashMap<String, Labels>,
+    /// (caller agent, target agent) → the delegation headers the gateway adds, parsed once
+    /// here rather than on every request.
+    delegations: HashMap<(usize, usize), Delegation>,
 }
+
+/// A tool reference's delegation headers as the gateway sends them.
+type Delegation = Vec<(http::HeaderName, http::HeaderValue)>;
 
 static NO_LABELS: Labels = Labels::new();
 
@@ -247,12 +253,31 @@ impl MeshSnapshot {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let delegations = delegations(&data.agents, &by_name)?;
         Ok(Self {
             data,
             by_name,
             by_service_account,
             labels,
+            delegations,
         })
+    }
+
+    /// The delegation headers the gateway adds to a call from `caller` to `namespace/name`
+    /// (its agents' accepted tool references to that target, in order).
+    pub fn delegation_headers<'a>(
+        &'a self,
+        caller: &SpiffeId,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &'a (http::HeaderName, http::HeaderValue)> {
+        let target = self.by_name.get(namespace).and_then(|n| n.get(name));
+        let callers = target.and_then(|_| self.agent_indexes(caller));
+        callers
+            .into_iter()
+            .flatten()
+            .filter_map(move |&c| self.delegations.get(&(c, *target?)))
+            .flatten()
     }
 
     /// The serialisable contents.
@@ -288,18 +313,22 @@ impl MeshSnapshot {
 
     /// The agents that run as `id` (usually one).
     pub fn agents_with_identity(&self, id: &SpiffeId) -> impl Iterator<Item = &CompiledAgent> {
-        let indexes = (id.trust_domain_name() == self.data.trust_domain.name())
+        self.agent_indexes(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.data.agents.get(i))
+    }
+
+    /// Indexes into `data.agents` of the agents that run as `id`.
+    fn agent_indexes(&self, id: &SpiffeId) -> Option<&Vec<usize>> {
+        (id.trust_domain_name() == self.data.trust_domain.name())
             .then(|| id.workload())
             .flatten()
             .and_then(|w| {
                 self.by_service_account
                     .get(w.namespace)?
                     .get(w.service_account)
-            });
-        indexes
-            .into_iter()
-            .flatten()
-            .filter_map(|&i| self.data.agents.get(i))
+            })
     }
 
     /// Labels of a namespace; an undeclared namespace has none.
@@ -312,10 +341,21 @@ impl MeshSnapshot {
         self.labels.contains_key(namespace)
     }
 
-    /// Agents for in-place updates that keep every index valid (namespace, name and service
-    /// account must not change).
-    pub(crate) fn agents_mut(&mut self) -> &mut [CompiledAgent] {
-        &mut self.data.agents
+    /// Sets each agent's resolved tool references and acceptance (the compiler's second
+    /// pass, which needs the snapshot to decide them), and indexes their delegation headers.
+    pub(crate) fn set_tools(
+        &mut self,
+        resolved: impl IntoIterator<Item = (Vec<CompiledTool>, Accepted)>,
+    ) -> Result<(), String> {
+        for (agent, (tools, accepted)) in self.data.agents.iter_mut().zip(resolved) {
+            if !accepted.status {
+                tracing::debug!(agent = %agent.key(), reason = %accepted.reason, "agent not accepted");
+            }
+            agent.tools = tools;
+            agent.accepted = accepted;
+        }
+        self.delegations = delegations(&self.data.agents, &self.by_name)?;
+        Ok(())
     }
 
     /// The same snapshot under another version number.
@@ -335,4 +375,40 @@ impl<'de> Deserialize<'de> for MeshSnapshot {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Self::new(SnapshotData::deserialize(d)?).map_err(serde::de::Error::custom)
     }
+}
+
+/// Every accepted tool reference's headers, parsed, by (caller, target) index. A header the
+/// compiler would not have produced (a hand-edited snapshot) refuses the snapshot, naming it,
+/// rather than being left out of calls silently.
+fn delegations(
+    agents: &[CompiledAgent],
+    by_name: &HashMap<String, HashMap<String, usize>>,
+) -> Result<HashMap<(usize, usize), Delegation>, String> {
+    let mut out: HashMap<(usize, usize), Delegation> = HashMap::new();
+    for (caller, agent) in agents.iter().enumerate() {
+        for tool in agent
+            .tools
+            .iter()
+            .filter(|t| t.accepted && !t.headers.is_empty())
+        {
+            let Some(&target) = by_name.get(&tool.namespace).and_then(|n| n.get(&tool.name)) else {
+                continue;
+            };
+            for (name, value) in &tool.headers {
+                let bad = |what: &str| {
+                    format!(
+                        "agent {}: tool {}/{}: delegation header {name:?} has an invalid {what}",
+                        agent.key(),
+                        tool.namespace,
+                        tool.name
+                    )
+                };
+                let name =
+                    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
+                let value = http::HeaderValue::from_str(value).map_err(|_| bad("value"))?;
+                out.entry((caller, target)).or_default().push((name, value));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -90,7 +90,7 @@ fn a_reference_the_target_does_not_admit_is_not_accepted_and_names_both_sides() 
 
 #[test]
 fn missing_secrets_keys_and_agents_are_reported_per_agent() {
-    let base = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: ns}\nstringData: {token: t}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec:\n  tools:\n";
+    let base = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: ns}\nstringData: {token: t, file: \"t\\n\"}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec:\n  tools:\n";
     let cases = [
         (
             "  - agentRef: {name: b}\n    headersFrom: [{name: X-T, valueFrom: {secretKeyRef: {name: nope, key: token}}}]\n",
@@ -106,6 +106,12 @@ fn missing_secrets_keys_and_agents_are_reported_per_agent() {
             "  - agentRef: {name: b}\n    headersFrom: [{name: X-T, valueFrom: {configMapKeyRef: {name: cm, key: k}}}]\n",
             "ConfigMapNotFound",
             "ConfigMap ns/cm does not exist",
+        ),
+        (
+            // `kubectl create secret --from-file` keeps the file's final newline.
+            "  - agentRef: {name: b}\n    headersFrom: [{name: X-T, valueFrom: {secretKeyRef: {name: creds, key: file}}}]\n",
+            "InvalidHeaderValue",
+            "header X-T: Secret creds key file is not a valid HTTP header value",
         ),
         (
             "  - agentRef: {name: ghost}\n",
@@ -134,6 +140,51 @@ fn missing_secrets_keys_and_agents_are_reported_per_agent() {
     assert_eq!(
         ok.agent("ns", "a").unwrap().tools[0].headers,
         vec![("X-T".into(), "t".into())]
+    );
+    // What the gateway sends, parsed when the snapshot was built: for a's identity calling b
+    // only.
+    let a = ok.agent("ns", "a").unwrap().spiffe_id.clone();
+    let sent: Vec<_> = ok.delegation_headers(&a, "ns", "b").collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].0.as_str(), sent[0].1.as_bytes()),
+        ("x-t", &b"t"[..])
+    );
+    assert_eq!(ok.delegation_headers(&a, "ns", "a").count(), 0);
+    let other = SpiffeId::new("spiffe://warden.local/ns/other/sa/a").unwrap();
+    assert_eq!(ok.delegation_headers(&other, "ns", "b").count(), 0);
+}
+
+#[test]
+fn a_delegation_header_named_with_an_underscore_is_refused() {
+    let manifests = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec:\n  tools:\n  - agentRef: {name: b}\n    headersFrom: [{name: X_Api_Key, value: k}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let errors = warden_model::compile(&warden_model::load_path(&file).unwrap(), 1).unwrap_err();
+    let text = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("spec.tools[0].headersFrom[0].name") && text.contains("contains '_'"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_hand_edited_snapshot_with_a_header_the_compiler_would_refuse_is_refused() {
+    let ok = common::mesh(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec:\n  tools:\n  - agentRef: {name: b}\n    headersFrom: [{name: X-T, value: t}]\n",
+    );
+    let mut data = ok.data().clone();
+    let a = data.agents.iter_mut().find(|a| a.name == "a").unwrap();
+    a.tools[0].headers[0].1 = "t\r\nx-warden-caller: spiffe://warden.local/ns/ns/sa/admin".into();
+    let error = MeshSnapshot::new(data).unwrap_err();
+    assert!(
+        error.contains("ns/a") && error.contains("\"X-T\" has an invalid value"),
+        "{error}"
     );
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderValue, Response};
 use warden_identity::source::SvidSource;
 use warden_model::policy::Caller;
 
@@ -51,19 +51,9 @@ fn gateway(ex: &mut Exchange) {
     if let (Caller::Spiffe(id), Some(snapshot), Some(target)) =
         (&ex.caller, &ex.policy.snapshot, &ex.target)
     {
-        let tools = snapshot
-            .agents_with_identity(id)
-            .flat_map(|a| a.tools.iter())
-            .filter(|t| t.accepted && t.namespace == target.namespace && t.name == target.name);
-        for tool in tools {
-            for (header, value) in &tool.headers {
-                if let (Ok(h), Ok(v)) = (
-                    HeaderName::from_bytes(header.as_bytes()),
-                    HeaderValue::from_str(value),
-                ) {
-                    ex.parts.headers.insert(h, v);
-                }
-            }
+        // Parsed when the snapshot was loaded.
+        for (name, value) in snapshot.delegation_headers(id, &target.namespace, &target.name) {
+            ex.parts.headers.insert(name.clone(), value.clone());
         }
     }
     if let Ok(value) = HeaderValue::from_str(&caller_header_value(&ex.caller)) {
