@@ -31,7 +31,7 @@ fn mesh_edit(text: &str) -> String {
 
 struct Mesh {
     pki: Pki,
-    _app: warden_testkit::app::App,
+    app: warden_testkit::app::App,
     snapshot: PathBuf,
     _specialist: Sidecar,
     _public: Sidecar,
@@ -120,7 +120,7 @@ impl Mesh {
         wait_listening(addr, Duration::from_secs(10));
         Mesh {
             pki,
-            _app: app,
+            app,
             snapshot,
             _specialist: specialist,
             _public: public,
@@ -564,7 +564,7 @@ async fn cards_carry_only_gateway_urls_and_sse_streams_event_by_event() {
         assert_eq!(last["method"], "SendMessage", "{path}: {last}");
     }
 
-    assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh._app).await;
+    assert_sse_not_buffered(&mesh.url("specialist", "sse"), &cert, &key, &mesh.app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,22 +812,32 @@ async fn a_token_subject_that_cannot_be_forwarded_is_401() {
 async fn clients_that_give_up_early_each_leave_one_audit_line() {
     use tokio::io::AsyncWriteExt;
     let mesh = Mesh::start().await;
-    let request = b"GET /api/a2a/team-beta/public/slow HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    let request = b"GET /api/a2a/team-beta/public/hang HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    let (leave, _) = tokio::sync::broadcast::channel::<()>(1);
     let clients: Vec<_> = (0..200)
         .map(|_| {
             let addr = mesh.addr;
+            let mut leave = leave.subscribe();
             tokio::spawn(async move {
                 let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
                 tcp.write_all(request).await.expect("write");
-                // The agent answers after 1 s; the client leaves first.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The agent never answers; the client leaves once every request reached it.
+                let _ = leave.recv().await;
             })
         })
         .collect();
+    // However loaded the machine, every request was decided and forwarded before anyone
+    // leaves (the agent holds them all).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mesh.app.hanging() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mesh.app.hanging(), 200, "requests that reached the agent");
+    leave.send(()).expect("clients waiting");
     for client in clients {
         client.await.expect("client");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let lines = loop {
         let lines = mesh.audit_lines();
         if lines.len() >= 200 || Instant::now() > deadline {
@@ -835,7 +845,7 @@ async fn clients_that_give_up_early_each_leave_one_audit_line() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         mesh.audit_lines().len(),
         200,

@@ -6,6 +6,8 @@
 //!   [`App::release_stream`] — `data: two`, then the end. A client that sees `one` before
 //!   releasing proves the proxy does not buffer.
 //! - `GET /slow`: answers after 1 s.
+//! - `GET /hang`: never answers; [`App::hanging`] counts the requests it holds, so a test can
+//!   wait until every request it sent has reached the app, however loaded the machine.
 //! - `GET /.well-known/agent-card.json`: a card whose URLs point at 10.9.9.9 (to be rewritten;
 //!   one interface at `/a2a/rest` with a tenant),
 //!   with ETag `"card-v1"` (304 on revalidation).
@@ -13,6 +15,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,12 +32,18 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct App {
     pub addr: SocketAddr,
     release: Arc<Notify>,
+    hanging: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl App {
     pub fn release_stream(&self) {
         self.release.notify_one();
+    }
+
+    /// Requests to `GET /hang` received so far.
+    pub fn hanging(&self) -> usize {
+        self.hanging.load(Ordering::SeqCst)
     }
 }
 
@@ -51,6 +60,7 @@ fn full(text: impl Into<Bytes>) -> Body {
 async fn handle(
     req: Request<Incoming>,
     release: Arc<Notify>,
+    hanging: Arc<AtomicUsize>,
 ) -> Result<Response<Body>, Infallible> {
     match (req.method().as_str(), req.uri().path()) {
         ("POST", "/echo") => {
@@ -99,6 +109,10 @@ async fn handle(
                 .headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
             Ok(response)
+        }
+        ("GET", "/hang") => {
+            hanging.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
         }
         ("GET", "/slow") => {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -158,16 +172,19 @@ pub async fn start() -> App {
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     let release = Arc::new(Notify::new());
+    let hanging = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn({
         let release = release.clone();
+        let hanging = hanging.clone();
         async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let release = release.clone();
+                let (release, hanging) = (release.clone(), hanging.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, release.clone()));
+                    let service =
+                        service_fn(move |req| handle(req, release.clone(), hanging.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), service)
                         .await;
@@ -178,6 +195,7 @@ pub async fn start() -> App {
     App {
         addr,
         release,
+        hanging,
         task,
     }
 }
