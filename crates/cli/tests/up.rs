@@ -1199,6 +1199,9 @@ fn another_user_holding_a_down_apps_port_gets_no_byte_and_the_caller_a_502() {
         .filter(|l| l.contains("team-beta/specialist") && l.contains("\"status\":502"))
         .collect();
     assert_eq!(refused.len(), 1, "{audit}");
+    let record: serde_json::Value = serde_json::from_str(refused[0]).unwrap();
+    assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
+    assert_eq!(record["decision"], "allow", "{record}");
 
     // The impostor goes; `up` restarts the app (its backoff is at most 5 s) and it is served.
     drop(impostor);

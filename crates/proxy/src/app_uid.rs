@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::conn::Closed;
-use crate::http::BoxError;
+use crate::http::{BoxError, ProxyBody, REFUSED_BY_HEADER, json_error};
 use crate::metrics::Metrics;
 
 /// The rule named by the 502 a refused connection answers.
@@ -102,6 +102,30 @@ impl std::fmt::Display for AppNotOwned {
 }
 
 impl std::error::Error for AppNotOwned {}
+
+/// Marks a response as this module's refusal (see [`mark`]).
+#[derive(Debug, Clone, Copy)]
+struct Refused;
+
+/// The caller's answer to a refused app connection: 502 naming the rule, the address and the
+/// uids.
+pub fn refusal(refused: &AppNotOwned) -> http::Response<ProxyBody> {
+    let mut response = json_error(http::StatusCode::BAD_GATEWAY, RULE, &refused.to_string());
+    response.extensions_mut().insert(Refused);
+    response
+}
+
+/// A response of the app hop as it goes back: [`REFUSED_BY_HEADER`] names [`RULE`] when the
+/// sidecar refused the app's connection, and is never the app's own (so an app cannot write
+/// the gateway's audit records).
+pub fn mark(response: &mut http::Response<ProxyBody>) {
+    let refused = response.extensions().get::<Refused>().is_some();
+    let headers = response.headers_mut();
+    headers.remove(REFUSED_BY_HEADER);
+    if refused {
+        headers.insert(REFUSED_BY_HEADER, http::HeaderValue::from_static(RULE));
+    }
+}
 
 /// The TCP connector of plaintext clients: [`HttpConnector`], and for connections to the app
 /// the owner check of [`AppOwners`] before the connection is handed to the client.
@@ -200,6 +224,32 @@ mod tests {
         let (owners, metrics) = owners(app, vec![me().wrapping_add(1)]);
         assert!(dial(owners, other).await.is_ok());
         assert!(!metrics.encode().contains("app_uid"));
+    }
+
+    #[test]
+    fn only_the_sidecars_refusal_names_its_rule_to_the_gateway_never_the_apps_header() {
+        use http_body_util::BodyExt;
+        let refused = AppNotOwned {
+            at: "127.0.0.1:8080".into(),
+            found: Some(1001),
+            expected: vec![1000],
+        };
+        let mut response = refusal(&refused);
+        mark(&mut response);
+        assert_eq!(response.status(), 502);
+        assert_eq!(response.headers()[REFUSED_BY_HEADER], RULE);
+
+        let mut forged = http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|e| match e {})
+                .boxed(),
+        );
+        forged.headers_mut().insert(
+            REFUSED_BY_HEADER,
+            http::HeaderValue::from_static("app_not_owned"),
+        );
+        mark(&mut forged);
+        assert!(forged.headers().get(REFUSED_BY_HEADER).is_none());
     }
 
     #[test]

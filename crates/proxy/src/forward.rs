@@ -220,8 +220,7 @@ impl Upstreams {
                     return too_large();
                 }
                 if let Some(refused) = error_in_chain::<AppNotOwned>(&e) {
-                    let rule = crate::app_uid::RULE;
-                    return json_error(StatusCode::BAD_GATEWAY, rule, &refused.to_string());
+                    return crate::app_uid::refusal(refused);
                 }
                 let reason = error_chain(&e);
                 tracing::warn!(error = %reason, "upstream request failed");

@@ -126,15 +126,21 @@ mod tests {
         assert_eq!(parse_addr("0100007F"), None);
     }
 
+    /// A `/proc/net/tcp` text: a listener at 127.0.0.1:8080 and the socket it accepted from
+    /// 127.0.0.1:50000 owned by `server`, the client's socket at :50000 by `client`.
+    fn loopback_pair(server: u32, client: u32) -> String {
+        let lo = hex4(Ipv4Addr::LOCALHOST);
+        format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: {lo}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 {server:>5}        0 1 1\n\
+             1: {lo}:1F90 {lo}:C350 01 00000000:00000000 00:00000000 00000000 {server:>5}        0 2 1\n\
+             2: {lo}:C350 {lo}:1F90 01 00000000:00000000 00:00000000 00000000 {client:>5}        0 3 1\n"
+        )
+    }
+
     #[test]
     fn the_owner_is_the_row_of_the_client_end_not_the_servers() {
-        let lo = hex4(Ipv4Addr::LOCALHOST);
-        let table = format!(
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-             0: {lo}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
-             1: {lo}:1F90 {lo}:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
-             2: {lo}:C350 {lo}:1F90 01 00000000:00000000 00:00000000 00000000  1001        0 3 1\n"
-        );
+        let table = loopback_pair(0, 1001);
         // The listener at :8080 accepted a connection from :50000.
         let (local, remote) = (addr("127.0.0.1:8080"), addr("127.0.0.1:50000"));
         assert_eq!(find_owner(&table, remote, local), Some(1001));
@@ -148,14 +154,8 @@ mod tests {
 
     #[test]
     fn the_server_end_of_a_dialled_connection_is_the_accepted_socket_with_the_listeners_uid() {
-        let lo = hex4(Ipv4Addr::LOCALHOST);
         // uid 1001 listens at :8080 and accepted our connection from :50000 (uid 0).
-        let table = format!(
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-             0: {lo}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 1 1\n\
-             1: {lo}:1F90 {lo}:C350 01 00000000:00000000 00:00000000 00000000  1001        0 2 1\n\
-             2: {lo}:C350 {lo}:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n"
-        );
+        let table = loopback_pair(1001, 0);
         let (local, app) = (addr("127.0.0.1:50000"), addr("127.0.0.1:8080"));
         // What `server_uid(local, app)` reads: the row whose local is `app`, remote `local`.
         assert_eq!(find_owner(&table, app, local), Some(1001));
