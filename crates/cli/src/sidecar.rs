@@ -13,7 +13,7 @@ use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
     DynamicFlags, FileConfig, IdentityConfig, Limits, SidecarConfig, SnapshotConfig,
-    UnderscoreHeaders, parse_duration, parse_mesh_peer,
+    UnderscoreHeaders, parse_duration, parse_mesh_peer, pick,
 };
 
 /// Where the SVID comes from, shared by the sidecar and the gateway.
@@ -233,11 +233,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
             .unwrap_or(([127, 0, 0, 1], 8080).into()),
         egress: args.egress.or(file.egress),
         egress_allow_uids: args.egress_allow_uid,
-        app_uids: if args.app_uid.is_empty() {
-            file.app_uid.clone()
-        } else {
-            args.app_uid
-        },
+        app_uids: pick(&args.app_uid, Some(&file.app_uid)),
         gateway_url,
         admin: args.admin.or(file.admin),
         identity,

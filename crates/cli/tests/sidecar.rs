@@ -631,12 +631,6 @@ async fn limits_refuse_oversized_requests_and_silent_peers_do_not_stall_others()
     );
 }
 
-/// This test process's uid (the owner of every socket it opens).
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid()
-}
-
 /// A listener that answers nothing and counts the bytes any connection sends it.
 async fn counting_listener() -> (
     std::net::SocketAddr,
@@ -666,12 +660,12 @@ async fn counting_listener() -> (
 /// uids. Every port here is this test's (one uid), so a sidecar told another uid sees what it
 /// sees when another user took the app's port: the caller gets 502 `app_not_owned` naming
 /// the address and both uids, the listener gets not a byte, the refusal is counted. Told this
-/// uid, the same sidecar setup serves the call with the verified XFCC.
+/// uid (in its `--config` file, `app-uid`), the sidecar serves the call with the verified XFCC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_is_used_only_while_an_app_uid_holds_its_port() {
     use std::sync::atomic::Ordering;
     let pki = Pki::new();
-    let me = my_uid();
+    let me = warden_local::users::OsUser::current().uid;
     let other = me.wrapping_add(4242);
 
     let (impostor, received) = counting_listener().await;
@@ -706,15 +700,13 @@ async fn the_app_is_used_only_while_an_app_uid_holds_its_port() {
     drop(sc);
 
     let app = warden_testkit::app::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.yaml");
+    std::fs::write(&config, format!("app-uid: [{other}, {me}]\n")).unwrap();
     let sc = start_sidecar(
         &pki.svid_dir("specialist"),
         app.addr,
-        &[
-            "--app-uid",
-            &other.to_string(),
-            "--app-uid",
-            &me.to_string(),
-        ],
+        &["--config", config.to_str().unwrap()],
     );
     let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &[]);
     assert_eq!(code, 0, "{body}");

@@ -306,7 +306,7 @@ impl FileConfig {
 }
 
 /// A list flag if given, else the file's, else empty.
-fn pick<T: Clone>(flag: &[T], from_file: Option<&Vec<T>>) -> Vec<T> {
+pub fn pick<T: Clone>(flag: &[T], from_file: Option<&Vec<T>>) -> Vec<T> {
     if flag.is_empty() {
         from_file.cloned().unwrap_or_default()
     } else {
