@@ -116,9 +116,13 @@ pub fn refusal(refused: &AppNotOwned) -> http::Response<ProxyBody> {
 }
 
 /// A response of the app hop as it goes back: [`REFUSED_BY_HEADER`] names [`RULE`] when the
-/// sidecar refused the app's connection, and is never the app's own (so an app cannot write
-/// the gateway's audit records).
+/// sidecar refused the app's connection, and is never the app's own on a 502 (so an app
+/// cannot write the gateway's audit records, which read it of 502s only). Any other status
+/// costs one comparison.
 pub fn mark(response: &mut http::Response<ProxyBody>) {
+    if response.status() != http::StatusCode::BAD_GATEWAY {
+        return;
+    }
     let refused = response.extensions().get::<Refused>().is_some();
     let headers = response.headers_mut();
     headers.remove(REFUSED_BY_HEADER);
@@ -244,6 +248,7 @@ mod tests {
                 .map_err(|e| match e {})
                 .boxed(),
         );
+        *forged.status_mut() = http::StatusCode::BAD_GATEWAY;
         forged.headers_mut().insert(
             REFUSED_BY_HEADER,
             http::HeaderValue::from_static("app_not_owned"),
