@@ -13,7 +13,7 @@ use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
     DynamicFlags, FileConfig, IdentityConfig, Limits, SidecarConfig, SnapshotConfig,
-    UnderscoreHeaders, parse_duration, parse_mesh_peer,
+    UnderscoreHeaders, parse_duration, parse_mesh_peer, pick,
 };
 
 /// Where the SVID comes from, shared by the sidecar and the gateway.
@@ -138,6 +138,12 @@ pub(crate) struct SidecarArgs {
     /// The agent's app, plaintext HTTP [default: 127.0.0.1:8080].
     #[arg(long)]
     app: Option<SocketAddr>,
+    /// Use a connection to --app only when its port is held by this OS user (repeatable; the
+    /// owner of the socket that accepted it, in /proc/net/tcp{,6}, checked once per new
+    /// connection before a byte is sent); otherwise the caller gets 502 app_not_owned, counted
+    /// as warden_connections_closed_total{reason="app_uid"}.
+    #[arg(long, value_name = "UID")]
+    app_uid: Vec<u32>,
     /// Localhost listener for the app's outbound calls.
     #[arg(long)]
     egress: Option<SocketAddr>,
@@ -227,6 +233,7 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
             .unwrap_or(([127, 0, 0, 1], 8080).into()),
         egress: args.egress.or(file.egress),
         egress_allow_uids: args.egress_allow_uid,
+        app_uids: pick(&args.app_uid, Some(&file.app_uid)),
         gateway_url,
         admin: args.admin.or(file.admin),
         identity,

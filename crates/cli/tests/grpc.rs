@@ -138,10 +138,19 @@ impl Mesh {
         let snapshot = dir.join("snapshot.json");
         compile_example(&snapshot, mesh_edit(&app.to_string()));
         let snap = snapshot.to_str().unwrap();
+        // The app is this test's: h2c to it goes through the `--app-uid` check too.
+        let me = warden_local::users::OsUser::current().uid.to_string();
         let sidecar = start_sidecar(
             &ids.svid("specialist"),
             app,
-            &["--snapshot", snap, "--agent", "team-beta/specialist"],
+            &[
+                "--snapshot",
+                snap,
+                "--agent",
+                "team-beta/specialist",
+                "--app-uid",
+                &me,
+            ],
         );
         let gateway = free_addr();
         let audit = dir.join("audit.log");

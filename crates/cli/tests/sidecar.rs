@@ -630,3 +630,91 @@ async fn limits_refuse_oversized_requests_and_silent_peers_do_not_stall_others()
         "{metrics}"
     );
 }
+
+/// A listener that answers nothing and counts the bytes any connection sends it.
+async fn counting_listener() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+                    count.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// `--app-uid`: a connection to the app is used only when its port is held by one of those
+/// uids. Every port here is this test's (one uid), so a sidecar told another uid sees what it
+/// sees when another user took the app's port: the caller gets 502 `app_not_owned` naming
+/// the address and both uids, the listener gets not a byte, the refusal is counted. Told this
+/// uid (in its `--config` file, `app-uid`), the sidecar serves the call with the verified XFCC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_is_used_only_while_an_app_uid_holds_its_port() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new();
+    let me = warden_local::users::OsUser::current().uid;
+    let other = me.wrapping_add(4242);
+
+    let (impostor, received) = counting_listener().await;
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        impostor,
+        &["--app-uid", &other.to_string()],
+    );
+    let (_, body) = mtls(
+        &pki,
+        "orchestrator",
+        &sc,
+        "/headers",
+        &["-w", "\n%{http_code}"],
+    );
+    let (json, status) = body.rsplit_once('\n').unwrap();
+    assert_eq!(status, "502", "{json}");
+    let error = headers(json);
+    assert_eq!(error["error"]["rule"], "app_not_owned", "{json}");
+    let message = error["error"]["message"].as_str().unwrap();
+    for named in [impostor.to_string(), format!("uid {me}"), other.to_string()] {
+        assert!(message.contains(&named), "{named} not in {message}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(received.load(Ordering::SeqCst), 0, "the impostor got bytes");
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", sc.admin)]).stdout)
+        .into_owned();
+    assert!(
+        metrics.contains("warden_connections_closed_total{reason=\"app_uid\"} 1"),
+        "{metrics}"
+    );
+    drop(sc);
+
+    let app = warden_testkit::app::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.yaml");
+    std::fs::write(&config, format!("app-uid: [{other}, {me}]\n")).unwrap();
+    let sc = start_sidecar(
+        &pki.svid_dir("specialist"),
+        app.addr,
+        &["--config", config.to_str().unwrap()],
+    );
+    let (code, body) = mtls(&pki, "orchestrator", &sc, "/headers", &[]);
+    assert_eq!(code, 0, "{body}");
+    assert!(
+        headers(&body)["x-forwarded-client-cert"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("URI={ORCHESTRATOR}")),
+        "{body}"
+    );
+}

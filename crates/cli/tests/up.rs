@@ -887,32 +887,40 @@ fn connects(uid: u32, path: &Path) -> bool {
     code != Some(7)
 }
 
-/// (exit code, HTTP status) of a SendMessage to the specialist through `egress`, sent as `uid`.
-fn egress_call_as(uid: u32, egress: &str) -> (Option<i32>, String) {
+/// curl's run of a SendMessage to the specialist through `egress`, sent as `uid`; `output`
+/// are curl's flags for what it prints.
+fn egress_send_as(uid: u32, egress: &str, output: &[&str]) -> Output {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"role":"user","messageId":"m1","parts":[{"kind":"text","text":"hi"}]}}}"#;
     let url = format!("http://{egress}/api/a2a/team-beta/specialist/");
-    let out = run_as(
-        uid,
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-m",
-            "10",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            body,
-            &url,
-        ],
-    );
+    let mut args = vec![
+        "-s",
+        "-m",
+        "10",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        body,
+    ];
+    args.extend(output);
+    args.push(&url);
+    run_as(uid, "curl", &args)
+}
+
+/// (exit code, HTTP status) of a SendMessage to the specialist through `egress`, sent as `uid`.
+fn egress_call_as(uid: u32, egress: &str) -> (Option<i32>, String) {
+    let out = egress_send_as(uid, egress, &["-o", "/dev/null", "-w", "%{http_code}"]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// (HTTP status, body) of the same call.
+fn egress_reply_as(uid: u32, egress: &str) -> (String, String) {
+    let out = egress_send_as(uid, egress, &["-w", "\n%{http_code}"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
 }
 
 /// The agent `namespace/name` of a `status -o json`.
@@ -935,12 +943,16 @@ const ALPHA_UID: u32 = 42101;
 const BETA_UID: u32 = 42102;
 const STRANGER_UID: u32 = 42103;
 
-#[test]
-fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets_or_state() {
-    if !running_as_root() {
-        warden_testkit::deps::skip("local users", "not root: agents cannot run as other uids");
-        return;
-    }
+/// `up` (as root) of [`users_mesh`], the orchestrator as `ALPHA_UID` and the specialist as
+/// `BETA_UID`, ready. Fields drop in order: `up` stops before its directory goes.
+struct UsersMesh {
+    _up: Running,
+    status: serde_json::Value,
+    state: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn start_users_mesh() -> UsersMesh {
     let dir = shared_dir();
     let warden_bin = readable_copy(Path::new(WARDEN), dir.path());
     let manifests = dir.path().join("manifests");
@@ -954,6 +966,22 @@ fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets
     let gateway = free_addr();
     let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &[]);
     let status = wait_ready(&state, &mut up, 2);
+    UsersMesh {
+        _up: up,
+        status,
+        state,
+        dir,
+    }
+}
+
+#[test]
+fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets_or_state() {
+    if !running_as_root() {
+        warden_testkit::deps::skip("local users", "not root: agents cannot run as other uids");
+        return;
+    }
+    let mesh = start_users_mesh();
+    let (status, state) = (mesh.status.clone(), mesh.state.clone());
 
     // Each agent's app and sidecar run as its user; the gateway as `up`'s.
     for (key, uid) in [
@@ -1040,6 +1068,155 @@ fn agents_run_as_their_own_users_and_other_users_cannot_use_their_egress_sockets
     // And the mesh still proves itself.
     let (code, out) = verify(&state);
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// A listener on 127.0.0.1:`argv[1]` that takes the port as soon as it is free (retrying the
+/// bind for 10 s), creates `argv[2].bound` once listening, and appends every byte any
+/// connection sends it to `argv[2]`.
+const IMPOSTOR: &str = r#"
+import socket, sys, time
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+deadline = time.time() + 10
+while True:
+    try:
+        s.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit(3)
+        time.sleep(0.005)
+s.listen(16)
+open(out + ".bound", "w").close()
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        while True:
+            data = c.recv(65536)
+            if not data:
+                break
+            with open(out, "ab") as f:
+                f.write(data)
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// Issue 11.15, the app's port: while the specialist's app is down, another user takes its
+/// port. The sidecar connects, finds the listening socket is not the agent's uid's, and closes
+/// before writing a byte: the caller gets 502 `app_not_owned`, the impostor nothing (not the
+/// verified caller's XFCC, not a delegation header), the sidecar counts and logs it. Once the
+/// impostor goes, `up` restarts the app and the agent is served again.
+#[test]
+fn another_user_holding_a_down_apps_port_gets_no_byte_and_the_caller_a_502() {
+    if !running_as_root() {
+        warden_testkit::deps::skip("local users", "not root: agents cannot run as other uids");
+        return;
+    }
+    let mesh = start_users_mesh();
+    let (status, state, dir) = (mesh.status.clone(), mesh.state.clone(), &mesh.dir);
+    let egress = agent_status(&status, "team-alpha/orchestrator")["egressAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let specialist = agent_status(&status, "team-beta/specialist");
+    let app: std::net::SocketAddr = specialist["appAddress"].as_str().unwrap().parse().unwrap();
+    let admin = specialist["sidecarAdminAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(egress_call_as(ALPHA_UID, &egress), (Some(0), "200".into()));
+
+    // Another user waits for the port; the app is killed until the impostor holds it.
+    let loot = dir.path().join("impostor");
+    std::fs::create_dir_all(&loot).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loot, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let received = loot.join("received");
+    let bound = loot.join("received.bound");
+    let mut impostor = Running(
+        // The system's python (a pyenv shim in $PATH may be root's only).
+        as_uid(STRANGER_UID, Path::new("/usr/bin/python3"))
+            .args(["-c", IMPOSTOR, &app.port().to_string()])
+            .arg(&received)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bound.exists() {
+        assert!(Instant::now() < deadline, "the impostor never got the port");
+        assert!(
+            impostor.alive(),
+            "the impostor gave up waiting for the port"
+        );
+        if let Some(pid) = process(&status_json(&state), "team-beta/specialist app")["pid"].as_u64()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (http, body) = egress_reply_as(ALPHA_UID, &egress);
+    std::thread::sleep(Duration::from_millis(300));
+    let stolen = std::fs::read(&received).unwrap_or_default();
+    assert!(
+        stolen.is_empty(),
+        "the impostor received {} bytes: {}",
+        stolen.len(),
+        String::from_utf8_lossy(&stolen)
+    );
+    assert_eq!(http, "502", "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["rule"], "app_not_owned", "{body}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&app.to_string())
+            && message.contains(&STRANGER_UID.to_string())
+            && message.contains(&BETA_UID.to_string()),
+        "{message}"
+    );
+    let metrics = curl_status(&[&format!("http://{admin}/metrics")]).1;
+    assert!(
+        metrics.contains("warden_connections_closed_total{reason=\"app_uid\"} 1"),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(state.join("logs/team-beta.specialist.sidecar.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("app_not_owned") && l.contains(&STRANGER_UID.to_string())),
+        "{log}"
+    );
+    let audit = std::fs::read_to_string(state.join("audit.log")).unwrap();
+    let refused: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("team-beta/specialist") && l.contains("\"status\":502"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{audit}");
+    let record: serde_json::Value = serde_json::from_str(refused[0]).unwrap();
+    assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
+    assert_eq!(record["decision"], "allow", "{record}");
+
+    // The impostor goes; `up` restarts the app (its backoff is at most 5 s) and it is served.
+    drop(impostor);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, http) = egress_call_as(ALPHA_UID, &egress);
+        if (code, http.as_str()) == (Some(0), "200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app was not served again: {http}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -377,6 +377,8 @@ impl Mesh {
         for uid in uids {
             all.extend(["--egress-allow-uid".into(), uid.to_string()]);
         }
+        // The app runs as the agent's user: its port is used only while that user holds it.
+        all.extend(["--app-uid".into(), place.user.uid.to_string()]);
         ChildSpec {
             name: format!("{} sidecar", agent.key()),
             program: self.config.warden.clone(),

@@ -65,6 +65,10 @@ pub struct Record {
     /// Where an aborted request stopped: `received`, `forwarding` or `responding`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<&'static str>,
+    /// The rule of the target's sidecar when it refused what the gateway allowed (e.g.
+    /// `app_not_owned`: another OS user held the app's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_rule: Option<String>,
 }
 
 /// Where audit lines go.
@@ -363,6 +367,7 @@ mod tests {
             bytes_out: 0,
             aborted: false,
             phase: None,
+            upstream_rule: None,
         }
     }
 

@@ -145,6 +145,10 @@ pub struct SidecarConfig {
     /// (`--egress-allow-uid`, empty: everyone), so another local user cannot call, and be
     /// audited and given delegation secrets, as this agent.
     pub egress_allow_uids: Vec<u32>,
+    /// The app's OS users: a connection to the app is used only when one of them holds its
+    /// port (`--app-uid`, empty: unchecked), so another user who binds it while the app is
+    /// down receives no request.
+    pub app_uids: Vec<u32>,
     /// Where origin-form egress requests go (`http://host:port`).
     pub gateway_url: Option<http::Uri>,
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -231,6 +235,9 @@ pub struct FileConfig {
     pub app: Option<SocketAddr>,
     /// `--egress`.
     pub egress: Option<SocketAddr>,
+    /// `--app-uid`.
+    #[serde(default)]
+    pub app_uid: Vec<u32>,
     /// `--gateway-url`.
     pub gateway_url: Option<String>,
     /// `--admin`.
@@ -299,7 +306,7 @@ impl FileConfig {
 }
 
 /// A list flag if given, else the file's, else empty.
-fn pick<T: Clone>(flag: &[T], from_file: Option<&Vec<T>>) -> Vec<T> {
+pub fn pick<T: Clone>(flag: &[T], from_file: Option<&Vec<T>>) -> Vec<T> {
     if flag.is_empty() {
         from_file.cloned().unwrap_or_default()
     } else {

@@ -23,6 +23,8 @@ pub enum Closed {
     Shed,
     /// Opened by an OS user the listener does not serve (`--egress-allow-uid`).
     PeerUid,
+    /// Dialled to the app, whose port another OS user held (`--app-uid`).
+    AppUid,
 }
 
 impl Closed {
@@ -33,6 +35,7 @@ impl Closed {
             Closed::Idle => "idle",
             Closed::Shed => "shed",
             Closed::PeerUid => "peer_uid",
+            Closed::AppUid => "app_uid",
         }
     }
 }

@@ -15,6 +15,7 @@ use warden_identity::source::SvidSource;
 use warden_identity::tls::client_config;
 use warden_identity::{Authorizer, SpiffeId};
 
+use crate::app_uid::{AppDial, AppNotOwned, AppOwners};
 use crate::config::Limits;
 use crate::http::{ProxyBody, json_error, strip_hop_by_hop};
 
@@ -64,9 +65,9 @@ impl tower::Service<http::Uri> for Dial {
 pub struct Upstreams {
     identity: Arc<dyn SvidSource>,
     limits: Limits,
-    plain: Client<HttpConnector, ProxyBody>,
+    plain: Client<AppDial, ProxyBody>,
     /// HTTP/2 with prior knowledge (h2c), for requests that must stay HTTP/2 (gRPC).
-    plain_h2: Client<HttpConnector, ProxyBody>,
+    plain_h2: Client<AppDial, ProxyBody>,
     /// mTLS clients by the server identity they expect (HTTP/1.1); built on first use.
     mesh: ArcSwap<HashMap<SpiffeId, Arc<MeshClient>>>,
     /// The same over HTTP/2 (ALPN `h2`), for requests that must stay HTTP/2 (gRPC).
@@ -79,23 +80,24 @@ pub struct Upstreams {
 impl Upstreams {
     /// Clients presenting `identity`'s SVID, within `limits`.
     pub fn new(identity: Arc<dyn SvidSource>, limits: Limits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.handshake_timeout));
-        connector.set_nodelay(true);
         Self {
             identity,
-            plain: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector.clone()),
-            plain_h2: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .http2_only(true)
-                .build(connector),
+            plain: plain_client(&limits, None, false),
+            plain_h2: plain_client(&limits, None, true),
             mesh: ArcSwap::from_pointee(HashMap::new()),
             mesh_h2: ArcSwap::from_pointee(HashMap::new()),
             mesh_at: ArcSwap::from_pointee(HashMap::new()),
             limits,
         }
+    }
+
+    /// These clients, whose plaintext connections to the app are used only while one of
+    /// `owners`' uids holds its port ([`crate::app_uid`]; `None`: unchecked).
+    pub fn checking_app(mut self, owners: Option<AppOwners>) -> Self {
+        let owners = owners.map(Arc::new);
+        self.plain = plain_client(&self.limits, owners.clone(), false);
+        self.plain_h2 = plain_client(&self.limits, owners, true);
+        self
     }
 
     /// The pooled mTLS client that expects `id` of the server, speaking HTTP/2 when `h2`.
@@ -214,8 +216,11 @@ impl Upstreams {
                 Response::from_parts(parts, body.boxed())
             }
             Ok(Err(e)) => {
-                if error_chain_has::<http_body_util::LengthLimitError>(&e) {
+                if error_in_chain::<http_body_util::LengthLimitError>(&e).is_some() {
                     return too_large();
+                }
+                if let Some(refused) = error_in_chain::<AppNotOwned>(&e) {
+                    return crate::app_uid::refusal(refused);
                 }
                 let reason = error_chain(&e);
                 tracing::warn!(error = %reason, "upstream request failed");
@@ -234,6 +239,22 @@ impl Upstreams {
     }
 }
 
+/// A plaintext client (HTTP/2 with prior knowledge when `h2`), checking who holds the app's
+/// port when `owners` is set.
+fn plain_client(
+    limits: &Limits,
+    owners: Option<Arc<AppOwners>>,
+    h2: bool,
+) -> Client<AppDial, ProxyBody> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(limits.handshake_timeout));
+    tcp.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .http2_only(h2)
+        .build(AppDial::new(tcp, owners))
+}
+
 fn too_large() -> Response<ProxyBody> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -242,15 +263,18 @@ fn too_large() -> Response<ProxyBody> {
     )
 }
 
-fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The first error of type `E` in `e`'s source chain.
+fn error_in_chain<'e, E: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
     let mut current = Some(e);
     while let Some(err) = current {
-        if err.is::<E>() {
-            return true;
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
         }
         current = err.source();
     }
-    false
+    None
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

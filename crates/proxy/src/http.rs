@@ -24,6 +24,12 @@ pub const CALLER_HEADER: &str = "x-warden-caller";
 /// request by admission.
 pub const EGRESS_URL_HEADER: &str = "x-warden-egress-url";
 
+/// The header a sidecar names its own refusal of an allowed request in (`app_not_owned`, on
+/// a 502), so that the gateway's audit record of the call says why it failed. Read by the
+/// gateway of 502s only; the app's own header of this name on a 502 is dropped (see
+/// `app_uid::mark`).
+pub const REFUSED_BY_HEADER: &str = "x-warden-refused-by";
+
 const XFCC: &str = "x-forwarded-client-cert";
 
 /// The header the sidecar tells its app the verified caller in (Envoy's XFCC format).

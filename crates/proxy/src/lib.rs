@@ -10,6 +10,8 @@
 //!   serving, drain, the file watcher;
 //! - [`conn`]: open connections' activity, for the idle timeouts and shedding;
 //! - [`peer_uid`]: which OS user opened a loopback connection (`--egress-allow-uid`);
+//! - [`app_uid`]: connections to the app used only while its owner holds its port
+//!   (`--app-uid`);
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
@@ -27,6 +29,7 @@
 
 pub mod admin;
 pub mod admin_status;
+pub mod app_uid;
 pub mod audit;
 pub mod authn;
 pub mod authz;

@@ -101,7 +101,7 @@ impl Default for Metrics {
         );
         registry.register(
             "connections_closed",
-            "Connections the proxy closed: header_timeout, idle, shed, peer_uid",
+            "Connections the proxy closed: header_timeout, idle, shed, peer_uid, app_uid",
             connections_closed.clone(),
         );
         registry.register(

@@ -7,6 +7,10 @@
 //! remote address is ours, and its table row carries the uid that created it. A listener that
 //! must serve one agent only (`--egress-allow-uid`) closes any connection whose client socket
 //! is owned by another uid, or cannot be found (fail closed).
+//!
+//! The same row, seen from the other side, says who holds a port we dial (`--app-uid`): the
+//! server end of our connection is the socket the listener accepted, owned by the uid that
+//! created the listener.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -16,6 +20,21 @@ const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 /// The uid that owns the client end of the connection accepted at `local` from `remote`, or
 /// `None` when no table has it (the client already closed it, or it is not on this host).
 pub fn client_uid(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    other_end_uid(local, remote)
+}
+
+/// The uid that owns the server end of our outgoing connection from `local` to `remote`: the
+/// socket the listener at `remote` accepted (or still holds in its accept queue), which
+/// carries the uid of whoever created that listener — so it says who holds the port we
+/// reached (`--app-uid`). `None` when no table has it.
+pub fn server_uid(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    other_end_uid(local, remote)
+}
+
+/// The uid of the socket at the other end of our socket `local` ↔ `remote`: the row whose
+/// local address is `remote` and remote address `local`. Which end that is (the client of an
+/// accepted connection, the server of a dialled one) is the callers' to say.
+fn other_end_uid(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
     TABLES.iter().find_map(|table| {
         let text = std::fs::read_to_string(table).ok()?;
         find_owner(&text, remote, local)
@@ -107,15 +126,21 @@ mod tests {
         assert_eq!(parse_addr("0100007F"), None);
     }
 
+    /// A `/proc/net/tcp` text: a listener at 127.0.0.1:8080 and the socket it accepted from
+    /// 127.0.0.1:50000 owned by `server`, the client's socket at :50000 by `client`.
+    fn loopback_pair(server: u32, client: u32) -> String {
+        let lo = hex4(Ipv4Addr::LOCALHOST);
+        format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: {lo}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 {server:>5}        0 1 1\n\
+             1: {lo}:1F90 {lo}:C350 01 00000000:00000000 00:00000000 00000000 {server:>5}        0 2 1\n\
+             2: {lo}:C350 {lo}:1F90 01 00000000:00000000 00:00000000 00000000 {client:>5}        0 3 1\n"
+        )
+    }
+
     #[test]
     fn the_owner_is_the_row_of_the_client_end_not_the_servers() {
-        let lo = hex4(Ipv4Addr::LOCALHOST);
-        let table = format!(
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-             0: {lo}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
-             1: {lo}:1F90 {lo}:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n\
-             2: {lo}:C350 {lo}:1F90 01 00000000:00000000 00:00000000 00000000  1001        0 3 1\n"
-        );
+        let table = loopback_pair(0, 1001);
         // The listener at :8080 accepted a connection from :50000.
         let (local, remote) = (addr("127.0.0.1:8080"), addr("127.0.0.1:50000"));
         assert_eq!(find_owner(&table, remote, local), Some(1001));
@@ -125,6 +150,33 @@ mod tests {
             "the server end is ours"
         );
         assert_eq!(find_owner(&table, addr("127.0.0.1:50001"), local), None);
+    }
+
+    #[test]
+    fn the_server_end_of_a_dialled_connection_is_the_accepted_socket_with_the_listeners_uid() {
+        // uid 1001 listens at :8080 and accepted our connection from :50000 (uid 0).
+        let table = loopback_pair(1001, 0);
+        let (local, app) = (addr("127.0.0.1:50000"), addr("127.0.0.1:8080"));
+        // What `server_uid(local, app)` reads: the row whose local is `app`, remote `local`.
+        assert_eq!(find_owner(&table, app, local), Some(1001));
+        assert_eq!(find_owner(&table, local, app), Some(0), "our own end");
+        assert_eq!(find_owner(&table, app, addr("127.0.0.1:50001")), None);
+    }
+
+    #[test]
+    fn a_dialled_loopback_port_is_held_by_this_process_uid_even_before_accept() {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        // Not accepted yet: the socket waiting in the listener's queue has the row.
+        assert_eq!(server_uid(local, remote), Some(me));
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(server_uid(local, remote), Some(me));
+        let unknown = addr("127.0.0.1:1");
+        assert_eq!(server_uid(local, unknown), None, "fail closed: no row");
+        drop((client, server));
     }
 
     #[test]

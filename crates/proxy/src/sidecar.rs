@@ -20,6 +20,7 @@ use warden_identity::tls::{ClientAuth, server_config};
 use warden_model::{MeshSnapshot, MtlsMode};
 
 use crate::admin::start_admin_and_identity;
+use crate::app_uid::AppOwners;
 use crate::config::{DynamicConfig, FileConfig, SidecarConfig, SnapshotConfig};
 pub use crate::error::SidecarError;
 use crate::forward::Upstreams;
@@ -159,7 +160,13 @@ impl Sidecar {
             },
             delegate: delegate::Delegation::Sidecar(self.identity.clone()),
             forward: Forward::new(
-                Upstreams::new(self.identity.clone(), self.config.limits.clone()),
+                Upstreams::new(self.identity.clone(), self.config.limits.clone()).checking_app(
+                    AppOwners::new(
+                        app.clone(),
+                        self.config.app_uids.clone(),
+                        self.metrics.clone(),
+                    ),
+                ),
                 Destination::App(app),
             ),
         }

@@ -81,6 +81,13 @@ impl Pending<'_> {
             Recorder::Gateway(audit) => {
                 let mut record = record_of(&self.ex, status.as_u16());
                 record.grpc_status = crate::grpc::status_of(response.headers());
+                if status == http::StatusCode::BAD_GATEWAY {
+                    record.upstream_rule = response
+                        .headers()
+                        .get(crate::http::REFUSED_BY_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                }
                 if self.ex.phase == Phase::Responding {
                     let (parts, body) = response.into_parts();
                     let body = AuditedBody::new(body, record, audit.clone(), self.ex.start);
@@ -141,6 +148,7 @@ pub fn record_of(ex: &Exchange, status: u16) -> Record {
         bytes_out: 0,
         aborted: false,
         phase: None,
+        upstream_rule: None,
     }
 }
 

@@ -75,8 +75,11 @@ impl Handler for Forward {
             Err(refusal) => return *refusal,
         };
         ex.phase = Phase::Forwarding;
-        let response = send(&self.upstreams, ex, via).await;
+        let mut response = send(&self.upstreams, ex, via).await;
         ex.phase = Phase::Responding;
+        if let Destination::App(_) = self.to {
+            crate::app_uid::mark(&mut response);
+        }
         response
     }
 }
