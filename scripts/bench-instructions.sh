@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per request of a Strict sidecar, for one or more `warden` binaries,
 # counted by valgrind (callgrind). CPU time on two shared cores moves by ±20 % between runs
-# (docs/benchmarks.md); instruction counts do not: absolute counts move by a few per cent
-# between runs (idle workers poll more or less), but the ratio of two binaries measured in one
-# run repeated within 1 % (four runs: 1.024-1.035), so a 5 % regression between two builds is
-# visible here when `warden-bench` cannot resolve it. Kernel time (syscalls, context switches)
+# (docs/benchmarks.md); instruction counts move far less: ±1.5 % for one binary between runs
+# (how often the runtime polls and parks depends on timing; WARDEN_WORKERS=1 in the
+# environment removes the idle worker), so over a few runs a 5 % regression between two
+# builds shows when `warden-bench` cannot resolve it. Kernel time (syscalls, context switches)
 # is not counted: compare those with `strace -c` if the code path changed.
 #
 # For each binary: an echo app, the sidecar under callgrind in front of it, then N1 and N2
