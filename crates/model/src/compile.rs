@@ -288,6 +288,10 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+fn is_header_value(s: &str) -> bool {
+    http::HeaderValue::from_str(s).is_ok()
+}
+
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -491,6 +495,11 @@ fn check_header(origin: &Origin, field: &str, header: &HeaderFrom, errors: &mut 
         ));
     }
     match (&header.value, &header.value_from) {
+        (Some(value), None) if !is_header_value(value) => errors.push(ModelError::at(
+            origin,
+            format!("{field}.value"),
+            "not a valid HTTP header value (control characters are not allowed)",
+        )),
         (Some(_), None) => {}
         (None, Some(from)) => {
             if from.secret_key_ref.is_some() == from.config_map_key_ref.is_some() {
@@ -559,9 +568,7 @@ fn resolve_tools(
         }
         let mut headers = Vec::new();
         for header in &tool.headers_from {
-            match resolve_header(header, &agent.namespace, secrets, config_maps)
-                .and_then(|value| header_value(header, value))
-            {
+            match resolve_header(header, &agent.namespace, secrets, config_maps) {
                 Ok(value) => headers.push((header.name.clone(), value)),
                 Err(failure) => {
                     failures.push(failure);
@@ -598,30 +605,6 @@ fn resolve_tools(
     (compiled, accepted)
 }
 
-/// `value` when HTTP allows it in a header; a Secret written from a file often ends in a
-/// newline, which would otherwise be found only when calls went out without the header.
-fn header_value(header: &HeaderFrom, value: String) -> Result<String, (&'static str, String)> {
-    if http::HeaderValue::from_str(&value).is_ok() {
-        return Ok(value);
-    }
-    let origin = match header.value_from.as_ref() {
-        Some(from) => match (&from.secret_key_ref, &from.config_map_key_ref) {
-            (Some(r), _) => format!("Secret {} key {}", r.name, r.key),
-            (None, Some(r)) => format!("ConfigMap {} key {}", r.name, r.key),
-            (None, None) => "its value".to_owned(),
-        },
-        None => "its value".to_owned(),
-    };
-    Err((
-        "InvalidHeaderValue",
-        format!(
-            "header {}: {origin} is not a valid HTTP header value (control characters such as a \
-             trailing newline are not allowed)",
-            header.name
-        ),
-    ))
-}
-
 fn resolve_header(
     header: &HeaderFrom,
     namespace: &str,
@@ -654,6 +637,16 @@ fn resolve_header(
         ));
     };
     match data.get(&key_ref.key) {
+        // A Secret written from a file often ends in a newline: found here, not when calls
+        // go out without the header.
+        Some(Ok(v)) if !is_header_value(v) => Err((
+            "InvalidHeaderValue",
+            format!(
+                "header {}: {kind} {namespace}/{} key {} is not a valid HTTP header value \
+                 (control characters such as a trailing newline are not allowed)",
+                header.name, key_ref.name, key_ref.key
+            ),
+        )),
         Some(Ok(v)) => Ok(v.clone()),
         Some(Err(())) => Err((
             reason,

@@ -111,7 +111,7 @@ fn missing_secrets_keys_and_agents_are_reported_per_agent() {
             // `kubectl create secret --from-file` keeps the file's final newline.
             "  - agentRef: {name: b}\n    headersFrom: [{name: X-T, valueFrom: {secretKeyRef: {name: creds, key: file}}}]\n",
             "InvalidHeaderValue",
-            "header X-T: Secret creds key file is not a valid HTTP header value",
+            "header X-T: Secret ns/creds key file is not a valid HTTP header value",
         ),
         (
             "  - agentRef: {name: ghost}\n",
@@ -156,21 +156,29 @@ fn missing_secrets_keys_and_agents_are_reported_per_agent() {
 }
 
 #[test]
-fn a_delegation_header_named_with_an_underscore_is_refused() {
-    let manifests = "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: b, namespace: ns}\nspec: {}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: ns}\nspec:\n  tools:\n  - agentRef: {name: b}\n    headersFrom: [{name: X_Api_Key, value: k}]\n";
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, manifests).unwrap();
-    let errors = warden_model::compile(&warden_model::load_path(&file).unwrap(), 1).unwrap_err();
-    let text = errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        text.contains("spec.tools[0].headersFrom[0].name") && text.contains("contains '_'"),
-        "{text}"
-    );
+fn a_delegation_header_named_with_an_underscore_or_with_a_control_character_is_refused() {
+    let cases = [
+        (
+            "{name: X_Api_Key, value: k}",
+            "headersFrom[0].name",
+            "contains '_'",
+        ),
+        (
+            "{name: X-Api-Key, value: \"k\\r\\nx-warden-caller: y\"}",
+            "headersFrom[0].value",
+            "not a valid HTTP header value",
+        ),
+    ];
+    for (header, field, message) in cases {
+        let manifests = format!(
+            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {{name: b, namespace: ns}}\nspec: {{}}\n---\napiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {{name: a, namespace: ns}}\nspec:\n  tools:\n  - agentRef: {{name: b}}\n    headersFrom: [{header}]\n"
+        );
+        let text = common::errors(&manifests).join("\n");
+        assert!(
+            text.contains(field) && text.contains(message),
+            "{header}: {text}"
+        );
+    }
 }
 
 #[test]
