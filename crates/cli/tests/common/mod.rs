@@ -10,7 +10,7 @@ use std::time::Duration;
 pub mod spire;
 
 use warden_testkit::openssl::{OpensslCa, svid_extensions, time_from_now};
-use warden_testkit::process::{Running, free_addr, wait_listening};
+use warden_testkit::process::{Running, free_addr, log_tail, spawn_logged};
 
 pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 pub const SPECIALIST: &str = "spiffe://warden.local/ns/team-beta/sa/specialist";
@@ -83,35 +83,49 @@ pub struct Sidecar {
     pub admin: SocketAddr,
 }
 
+/// Starts `warden sidecar` on fresh loopback ports. A port that was free when picked can be
+/// taken by a parallel test before the sidecar binds it: a sidecar that exits before it
+/// listens is started again on other ports (three tries), and its own log says why otherwise.
 pub fn start_sidecar(svid_dir: &Path, app: SocketAddr, extra: &[&str]) -> Sidecar {
-    let inbound = free_addr();
-    let admin = free_addr();
-    let mut args = vec![
-        "sidecar".to_owned(),
-        "--inbound".into(),
-        inbound.to_string(),
-        "--app".into(),
-        app.to_string(),
-        "--admin".into(),
-        admin.to_string(),
-        "--svid-dir".into(),
-        svid_dir.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new(WARDEN)
-        .args(&args)
-        .env_remove("MTLS_MODE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn warden sidecar");
-    let process = Running(child);
-    wait_listening(inbound, Duration::from_secs(10));
-    Sidecar {
-        process,
-        inbound,
-        admin,
+    let log = tempfile::NamedTempFile::new().expect("sidecar log");
+    for _ in 0..3 {
+        let (inbound, admin) = (free_addr(), free_addr());
+        let mut args = vec![
+            "sidecar".to_owned(),
+            "--inbound".into(),
+            inbound.to_string(),
+            "--app".into(),
+            app.to_string(),
+            "--admin".into(),
+            admin.to_string(),
+            "--svid-dir".into(),
+            svid_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut command = Command::new(WARDEN);
+        command.args(&args).env_remove("MTLS_MODE");
+        let mut process = spawn_logged(&mut command, log.path());
+        let start = std::time::Instant::now();
+        while process.alive() && start.elapsed() < Duration::from_secs(10) {
+            if std::net::TcpStream::connect_timeout(&inbound, Duration::from_millis(100)).is_ok() {
+                return Sidecar {
+                    process,
+                    inbound,
+                    admin,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !process.alive(),
+            "sidecar not listening on {inbound} after 10 s: {}",
+            log_tail(log.path(), 20)
+        );
     }
+    panic!(
+        "sidecar exited three times before listening: {}",
+        log_tail(log.path(), 20)
+    );
 }
 
 pub fn curl(args: &[&str]) -> Output {
