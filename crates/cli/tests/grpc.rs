@@ -121,7 +121,16 @@ struct Mesh {
 }
 
 impl Mesh {
+    /// The mesh with the app held by the uid the sidecar expects (this test's).
     fn start(python: PathBuf) -> Self {
+        // The app is this test's: h2c to it goes through the `--app-uid` check too.
+        let me = warden_local::users::OsUser::current().uid;
+        Self::start_with_app_uid(python, me)
+    }
+
+    /// The mesh with the specialist's sidecar using the app only while `app_uid` holds its
+    /// port.
+    fn start_with_app_uid(python: PathBuf, app_uid: u32) -> Self {
         let ids = Identities::new();
         let dir = ids.dir.path().to_owned();
         let app = free_addr();
@@ -138,8 +147,7 @@ impl Mesh {
         let snapshot = dir.join("snapshot.json");
         compile_example(&snapshot, mesh_edit(&app.to_string()));
         let snap = snapshot.to_str().unwrap();
-        // The app is this test's: h2c to it goes through the `--app-uid` check too.
-        let me = warden_local::users::OsUser::current().uid.to_string();
+        let app_uid = app_uid.to_string();
         let sidecar = start_sidecar(
             &ids.svid("specialist"),
             app,
@@ -149,7 +157,7 @@ impl Mesh {
                 "--agent",
                 "team-beta/specialist",
                 "--app-uid",
-                &me,
+                &app_uid,
             ],
         );
         let gateway = free_addr();
@@ -425,6 +433,109 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
             .all(|l| l["decision"] != "allow" || l["caller"] == ORCHESTRATOR),
         "{lines:#?}"
     );
+}
+
+/// A gRPC call the gateway allows but the target's sidecar refuses — the app's port is held by
+/// another uid than `--app-uid` — ends for the a2a-sdk client as a gRPC status naming the
+/// rule, not a hang; the gateway's audit record of it names the sidecar's rule
+/// (`upstream_rule`), and the header that carried it stops at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sidecars_rule() {
+    let test = "a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sidecars_rule";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    // The app runs as this test's uid; the sidecar expects another.
+    let other = warden_local::users::OsUser::current()
+        .uid
+        .wrapping_add(4242);
+    let mesh = Mesh::start_with_app_uid(python, other);
+    let seen = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Svid("orchestrator"),
+    );
+    let said = seen["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (app not owned): {said}");
+    assert!(
+        said.contains("UNAVAILABLE") && said.contains("app_not_owned"),
+        "{said}"
+    );
+
+    // A raw gRPC call through the gateway: the status reaches the client, the header does not.
+    let url = format!(
+        "https://{}/api/a2a/team-beta/specialist/lf.a2a.v1.A2AService/GetTask",
+        mesh.gateway
+    );
+    let (cert, key) = (
+        mesh.ids.file("orchestrator", "svid.pem"),
+        mesh.ids.file("orchestrator", "svid_key.pem"),
+    );
+    let out = curl(&[
+        "-k",
+        "--http2",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        "",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/2 200")
+            && head.contains("grpc-status: 14")
+            && head.contains("app_not_owned")
+            && !head.contains("x-warden-refused-by"),
+        "{head}"
+    );
+
+    // The same refusal of a plain HTTP call is a 502, its header stopped at the gateway too.
+    let url = format!("https://{}/api/a2a/team-beta/specialist/x", mesh.gateway);
+    let out = curl(&[
+        "-k",
+        "--http1.1",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-D",
+        "-",
+        &url,
+    ]);
+    let answer = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 502")
+            && answer.contains("\"rule\":\"app_not_owned\"")
+            && !answer.contains("x-warden-refused-by"),
+        "{answer}"
+    );
+
+    let lines = mesh.audit_lines();
+    let record_of = |method: &str| {
+        lines
+            .iter()
+            .find(|l| l["caller"] == ORCHESTRATOR && l["method"] == method)
+            .unwrap_or_else(|| panic!("no record of {method}: {lines:#?}"))
+    };
+    for method in ["SendMessage", "GetTask"] {
+        let record = record_of(method);
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["grpc_status"], 14, "{record}");
+        assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
+    }
+    let record = record_of("GET /x");
+    assert_eq!(record["status"], 502, "{record}");
+    assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
 }
 
 /// Under `warden up`, the gateway's SVID names every namespace's agent hosts
