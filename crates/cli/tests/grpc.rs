@@ -541,7 +541,9 @@ async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sideca
 /// Under `warden up`, the gateway's SVID names every namespace's agent hosts
 /// (`*.{namespace}.{hostDomain}`), so a2a-sdk's gRPC client — which checks the host name, with
 /// no way to turn that off — accepts the gateway at an agent's host, and a refused caller gets
-/// the gRPC status naming the rule.
+/// the gRPC status naming the rule. An agent whose app is a2a-sdk's gRPC server (which answers
+/// no HTTP/1.1, so no card GET) becomes Ready with its static card, its sidecar attested over
+/// mTLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
     use common::up::{start, text, wait_ready, warden};
@@ -558,13 +560,27 @@ async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
          spec: {trustDomain: warden.local, defaultMtlsMode: Strict}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: {name: blue}\n---\n\
          apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: desk, namespace: blue}\n\
-         spec: {description: built-in app}\n",
+         spec: {description: built-in app}\n---\n"
+            .to_owned()
+            + &grpc_only_agent(&python),
     )
     .unwrap();
     let state = dir.path().join("state");
     let gateway = free_addr();
     let mut up = start(&state, &manifests, gateway);
-    wait_ready(&state, &mut up, 1, Duration::from_secs(60));
+    let status = wait_ready(&state, &mut up, 2, Duration::from_secs(60));
+    let grpc_desk = status["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "grpc-desk"))
+        .unwrap_or_else(|| panic!("no grpc-desk: {status}"));
+    assert_eq!(
+        grpc_desk["card"]["transportSecurity"], "mtls",
+        "{grpc_desk}"
+    );
+    assert_eq!(
+        grpc_desk["card"]["attestedSpiffeId"], grpc_desk["spiffeId"],
+        "{grpc_desk}"
+    );
     let svid = dir.path().join("rogue");
     let out = warden(
         &state,
@@ -606,4 +622,21 @@ async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
         "{said}"
     );
     let _ = warden(&state, &["down"]);
+}
+
+/// An agent `blue/grpc-desk` whose app (`warden up` starts it) is a2a-sdk's gRPC server on
+/// `$PORT`, with the static card a gRPC-only agent needs.
+fn grpc_only_agent(python: &Path) -> String {
+    let script = warden_testkit::sdk::sources().join("python/grpc_agent.py");
+    format!(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {{name: grpc-desk, namespace: blue}}\n\
+         spec:\n  description: a2a-sdk gRPC app\n  local: {{command: {python}, args: [{script}]}}\n  \
+         card:\n    name: grpc-desk\n    description: a2a-sdk gRPC agent\n    version: 1.0.0\n    \
+         supportedInterfaces:\n      - url: \"127.0.0.1:1\"\n        protocolBinding: GRPC\n        \
+         protocolVersion: \"1.0\"\n    capabilities: {{streaming: true}}\n    \
+         defaultInputModes: [text/plain]\n    defaultOutputModes: [text/plain]\n    \
+         skills: [{{id: echo, name: echo, description: echoes, tags: [echo]}}]\n",
+        python = python.display(),
+        script = script.display(),
+    )
 }
