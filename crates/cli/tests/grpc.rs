@@ -244,6 +244,35 @@ impl Mesh {
         egress
     }
 
+    /// The response head (lowercase) of an empty gRPC call to `url` over HTTP/2 with `who`'s
+    /// SVID, as curl saw it.
+    fn raw_grpc_head(&self, url: &str, who: &str) -> String {
+        let (cert, key) = (
+            self.ids.file(who, "svid.pem"),
+            self.ids.file(who, "svid_key.pem"),
+        );
+        let out = curl(&[
+            "-k",
+            "--http2",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+            "",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    }
+
     /// The gRPC target of `agent` at the gateway: its host name, which the gateway routes by.
     fn grpc_target(&self, agent: &str) -> String {
         format!("{agent}.team-beta.a2a.localhost:{}", self.gateway.port())
@@ -367,30 +396,7 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
         "https://{}/lf.a2a.v1.A2AService/SendMessage",
         mesh.sidecar.inbound
     );
-    let (cert, key) = (
-        mesh.ids.file("rogue", "svid.pem"),
-        mesh.ids.file("rogue", "svid_key.pem"),
-    );
-    let out = curl(&[
-        "-k",
-        "--http2",
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "--data-binary",
-        "",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        &url,
-    ]);
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = mesh.raw_grpc_head(&url, "rogue");
     assert!(
         head.starts_with("http/2 200")
             && head.contains("grpc-status: 7")
@@ -467,30 +473,7 @@ async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sideca
         "https://{}/api/a2a/team-beta/specialist/lf.a2a.v1.A2AService/GetTask",
         mesh.gateway
     );
-    let (cert, key) = (
-        mesh.ids.file("orchestrator", "svid.pem"),
-        mesh.ids.file("orchestrator", "svid_key.pem"),
-    );
-    let out = curl(&[
-        "-k",
-        "--http2",
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "--data-binary",
-        "",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        &url,
-    ]);
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = mesh.raw_grpc_head(&url, "orchestrator");
     assert!(
         head.starts_with("http/2 200")
             && head.contains("grpc-status: 14")
@@ -501,6 +484,10 @@ async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sideca
 
     // The same refusal of a plain HTTP call is a 502, its header stopped at the gateway too.
     let url = format!("https://{}/api/a2a/team-beta/specialist/x", mesh.gateway);
+    let (cert, key) = (
+        mesh.ids.file("orchestrator", "svid.pem"),
+        mesh.ids.file("orchestrator", "svid_key.pem"),
+    );
     let out = curl(&[
         "-k",
         "--http1.1",
