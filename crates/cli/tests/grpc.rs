@@ -121,7 +121,16 @@ struct Mesh {
 }
 
 impl Mesh {
+    /// The mesh with the app held by the uid the sidecar expects (this test's).
     fn start(python: PathBuf) -> Self {
+        // The app is this test's: h2c to it goes through the `--app-uid` check too.
+        let me = warden_local::users::OsUser::current().uid;
+        Self::start_with_app_uid(python, me)
+    }
+
+    /// The mesh with the specialist's sidecar using the app only while `app_uid` holds its
+    /// port.
+    fn start_with_app_uid(python: PathBuf, app_uid: u32) -> Self {
         let ids = Identities::new();
         let dir = ids.dir.path().to_owned();
         let app = free_addr();
@@ -138,8 +147,7 @@ impl Mesh {
         let snapshot = dir.join("snapshot.json");
         compile_example(&snapshot, mesh_edit(&app.to_string()));
         let snap = snapshot.to_str().unwrap();
-        // The app is this test's: h2c to it goes through the `--app-uid` check too.
-        let me = warden_local::users::OsUser::current().uid.to_string();
+        let app_uid = app_uid.to_string();
         let sidecar = start_sidecar(
             &ids.svid("specialist"),
             app,
@@ -149,7 +157,7 @@ impl Mesh {
                 "--agent",
                 "team-beta/specialist",
                 "--app-uid",
-                &me,
+                &app_uid,
             ],
         );
         let gateway = free_addr();
@@ -234,6 +242,35 @@ impl Mesh {
         wait_listening(egress, Duration::from_secs(10));
         self.egress = Some(sidecar);
         egress
+    }
+
+    /// The response head (lowercase) of an empty gRPC call to `url` over HTTP/2 with `who`'s
+    /// SVID, as curl saw it.
+    fn raw_grpc_head(&self, url: &str, who: &str) -> String {
+        let (cert, key) = (
+            self.ids.file(who, "svid.pem"),
+            self.ids.file(who, "svid_key.pem"),
+        );
+        let out = curl(&[
+            "-k",
+            "--http2",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+            "",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
     }
 
     /// The gRPC target of `agent` at the gateway: its host name, which the gateway routes by.
@@ -359,30 +396,7 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
         "https://{}/lf.a2a.v1.A2AService/SendMessage",
         mesh.sidecar.inbound
     );
-    let (cert, key) = (
-        mesh.ids.file("rogue", "svid.pem"),
-        mesh.ids.file("rogue", "svid_key.pem"),
-    );
-    let out = curl(&[
-        "-k",
-        "--http2",
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "--data-binary",
-        "",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
-        &url,
-    ]);
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = mesh.raw_grpc_head(&url, "rogue");
     assert!(
         head.starts_with("http/2 200")
             && head.contains("grpc-status: 7")
@@ -427,10 +441,96 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
     );
 }
 
+/// A gRPC call the gateway allows but the target's sidecar refuses — the app's port is held by
+/// another uid than `--app-uid` — ends for the a2a-sdk client as a gRPC status naming the
+/// rule, not a hang; the gateway's audit record of it names the sidecar's rule
+/// (`upstream_rule`), and the header that carried it stops at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sidecars_rule() {
+    let test = "a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sidecars_rule";
+    let Some(python) = warden_testkit::sdk::python(test) else {
+        return;
+    };
+    // The app runs as this test's uid; the sidecar expects another.
+    let other = warden_local::users::OsUser::current()
+        .uid
+        .wrapping_add(4242);
+    let mesh = Mesh::start_with_app_uid(python, other);
+    let seen = mesh.client(
+        "refused",
+        &mesh.grpc_target("specialist"),
+        Caller::Svid("orchestrator"),
+    );
+    let said = seen["refused"].as_str().unwrap_or_default();
+    eprintln!("a2a-sdk gRPC refusal (app not owned): {said}");
+    assert!(
+        said.contains("UNAVAILABLE") && said.contains("app_not_owned"),
+        "{said}"
+    );
+
+    // A raw gRPC call through the gateway: the status reaches the client, the header does not.
+    let url = format!(
+        "https://{}/api/a2a/team-beta/specialist/lf.a2a.v1.A2AService/GetTask",
+        mesh.gateway
+    );
+    let head = mesh.raw_grpc_head(&url, "orchestrator");
+    assert!(
+        head.starts_with("http/2 200")
+            && head.contains("grpc-status: 14")
+            && head.contains("app_not_owned")
+            && !head.contains("x-warden-refused-by"),
+        "{head}"
+    );
+
+    // The same refusal of a plain HTTP call is a 502, its header stopped at the gateway too.
+    let url = format!("https://{}/api/a2a/team-beta/specialist/x", mesh.gateway);
+    let (cert, key) = (
+        mesh.ids.file("orchestrator", "svid.pem"),
+        mesh.ids.file("orchestrator", "svid_key.pem"),
+    );
+    let out = curl(&[
+        "-k",
+        "--http1.1",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-D",
+        "-",
+        &url,
+    ]);
+    let answer = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 502")
+            && answer.contains("\"rule\":\"app_not_owned\"")
+            && !answer.contains("x-warden-refused-by"),
+        "{answer}"
+    );
+
+    let lines = mesh.audit_lines();
+    let record_of = |method: &str| {
+        lines
+            .iter()
+            .find(|l| l["caller"] == ORCHESTRATOR && l["method"] == method)
+            .unwrap_or_else(|| panic!("no record of {method}: {lines:#?}"))
+    };
+    for method in ["SendMessage", "GetTask"] {
+        let record = record_of(method);
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["grpc_status"], 14, "{record}");
+        assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
+    }
+    let record = record_of("GET /x");
+    assert_eq!(record["status"], 502, "{record}");
+    assert_eq!(record["upstream_rule"], "app_not_owned", "{record}");
+}
+
 /// Under `warden up`, the gateway's SVID names every namespace's agent hosts
 /// (`*.{namespace}.{hostDomain}`), so a2a-sdk's gRPC client — which checks the host name, with
 /// no way to turn that off — accepts the gateway at an agent's host, and a refused caller gets
-/// the gRPC status naming the rule.
+/// the gRPC status naming the rule. An agent whose app is a2a-sdk's gRPC server (which answers
+/// no HTTP/1.1, so no card GET) becomes Ready with its static card, its sidecar attested over
+/// mTLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
     use common::up::{start, text, wait_ready, warden};
@@ -447,13 +547,27 @@ async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
          spec: {trustDomain: warden.local, defaultMtlsMode: Strict}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: {name: blue}\n---\n\
          apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {name: desk, namespace: blue}\n\
-         spec: {description: built-in app}\n",
+         spec: {description: built-in app}\n---\n"
+            .to_owned()
+            + &grpc_only_agent(&python),
     )
     .unwrap();
     let state = dir.path().join("state");
     let gateway = free_addr();
     let mut up = start(&state, &manifests, gateway);
-    wait_ready(&state, &mut up, 1, Duration::from_secs(60));
+    let status = wait_ready(&state, &mut up, 2, Duration::from_secs(60));
+    let grpc_desk = status["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "grpc-desk"))
+        .unwrap_or_else(|| panic!("no grpc-desk: {status}"));
+    assert_eq!(
+        grpc_desk["card"]["transportSecurity"], "mtls",
+        "{grpc_desk}"
+    );
+    assert_eq!(
+        grpc_desk["card"]["attestedSpiffeId"], grpc_desk["spiffeId"],
+        "{grpc_desk}"
+    );
     let svid = dir.path().join("rogue");
     let out = warden(
         &state,
@@ -495,4 +609,21 @@ async fn under_warden_up_grpc_clients_accept_the_gateway_at_an_agents_host() {
         "{said}"
     );
     let _ = warden(&state, &["down"]);
+}
+
+/// An agent `blue/grpc-desk` whose app (`warden up` starts it) is a2a-sdk's gRPC server on
+/// `$PORT`, with the static card a gRPC-only agent needs.
+fn grpc_only_agent(python: &Path) -> String {
+    let script = warden_testkit::sdk::sources().join("python/grpc_agent.py");
+    format!(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata: {{name: grpc-desk, namespace: blue}}\n\
+         spec:\n  description: a2a-sdk gRPC app\n  local: {{command: {python}, args: [{script}]}}\n  \
+         card:\n    name: grpc-desk\n    description: a2a-sdk gRPC agent\n    version: 1.0.0\n    \
+         supportedInterfaces:\n      - url: \"127.0.0.1:1\"\n        protocolBinding: GRPC\n        \
+         protocolVersion: \"1.0\"\n    capabilities: {{streaming: true}}\n    \
+         defaultInputModes: [text/plain]\n    defaultOutputModes: [text/plain]\n    \
+         skills: [{{id: echo, name: echo, description: echoes, tags: [echo]}}]\n",
+        python = python.display(),
+        script = script.display(),
+    )
 }

@@ -817,6 +817,9 @@ fn builtin_card_name(agent: &CompiledAgent) -> Option<&str> {
     (agent.local.is_none() && agent.card.is_none()).then(|| agent.card_name())
 }
 
+/// The card of `agent`, fetched over mTLS from its sidecar (plain HTTP when Disabled) —
+/// or, when the agent has a static card (`spec.card`), that card, once its sidecar answered
+/// over mTLS.
 async fn fetch_card(
     agent: &CompiledAgent,
     inbound: SocketAddr,
@@ -831,14 +834,37 @@ async fn fetch_card(
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let exchange = crate::probe::mesh_request(upstreams, request, via);
-    let (status, body) = tokio::time::timeout(CARD_TIMEOUT, exchange)
+    let answer = tokio::time::timeout(CARD_TIMEOUT, exchange)
         .await
         .map_err(|_| {
             format!(
                 "GET /.well-known/agent-card.json over {transport}: no answer within {CARD_TIMEOUT:?}"
             )
         })?;
-    let card = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let (status, body) = (answer.status, &answer.body);
+    let fetched = |body: &[u8]| CardInfo {
+        transport_security: transport.into(),
+        // Via::Mesh only completes a handshake with a server proving this ID.
+        attested_spiffe_id: (transport == "mtls").then(|| agent.spiffe_id.to_string()),
+        card_hash: hex::encode(Sha256::digest(body)),
+    };
+    let failed = || {
+        format!(
+            "GET /.well-known/agent-card.json over {transport}: {status} {}",
+            String::from_utf8_lossy(body)
+        )
+    };
+    // A static card is the card the gateway serves (it never asks the app), and the only one
+    // an app that speaks no HTTP/1.1 has: a gRPC-only app (a2a-sdk's gRPC server) answers no
+    // GET and has no RPC for its public card. The sidecar's own answer over mTLS, whatever it
+    // says of the app, proves who it is; the app's port is probed on its own.
+    if let Some(card) = &agent.card {
+        return match answer.from_peer {
+            true => Ok(fetched(card.to_string().as_bytes())),
+            false => Err(failed()),
+        };
+    }
+    let card = serde_json::from_slice::<serde_json::Value>(body).ok();
     if let (Some(card), Some(expected)) = (&card, builtin_card_name(agent))
         && (200..300).contains(&status)
         && card.get("name").and_then(|n| n.as_str()) != Some(expected)
@@ -849,16 +875,8 @@ async fn fetch_card(
         ));
     }
     if (200..300).contains(&status) && card.is_some() {
-        Ok(CardInfo {
-            transport_security: transport.into(),
-            // Via::Mesh only completes a handshake with a server proving this ID.
-            attested_spiffe_id: (transport == "mtls").then(|| agent.spiffe_id.to_string()),
-            card_hash: hex::encode(Sha256::digest(&body)),
-        })
+        Ok(fetched(body))
     } else {
-        Err(format!(
-            "GET /.well-known/agent-card.json over {transport}: {status} {}",
-            String::from_utf8_lossy(&body)
-        ))
+        Err(failed())
     }
 }

@@ -82,24 +82,44 @@ pub async fn listening(addr: SocketAddr) -> bool {
     )
 }
 
-/// Sends `request` through `upstreams` (mTLS or plain, by `via`) and reads the whole answer:
-/// (status, body). The one way `up` and `verify` call the mesh as a workload.
+/// What the mesh answered a workload's request.
+pub(crate) struct MeshAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The whole body.
+    pub body: bytes::Bytes,
+    /// The peer answered it (over the connection, mTLS proving `via`'s identity): not an error
+    /// this process made up because there was no answer (refused connection, failed
+    /// handshake, timeout).
+    pub from_peer: bool,
+}
+
+/// Sends `request` through `upstreams` (mTLS or plain, by `via`) and reads the whole answer.
+/// The one way `up` and `verify` call the mesh as a workload.
 pub(crate) async fn mesh_request<B>(
     upstreams: &warden_proxy::forward::Upstreams,
     request: http::Request<B>,
     via: warden_proxy::forward::Via<'_>,
-) -> (u16, bytes::Bytes)
+) -> MeshAnswer
 where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
     B::Error: Into<warden_proxy::http::BoxError>,
 {
     let response = upstreams.send(request, via).await;
     let status = response.status().as_u16();
+    let from_peer = response
+        .extensions()
+        .get::<warden_proxy::http::GeneratedError>()
+        .is_none();
     let body = response
         .into_body()
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    (status, body)
+    MeshAnswer {
+        status,
+        body,
+        from_peer,
+    }
 }

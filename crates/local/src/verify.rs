@@ -141,8 +141,11 @@ impl Client {
         let Ok(request) = builder.body(Full::new(bytes)) else {
             return (0, "cannot build the request".into());
         };
-        let (status, body) = crate::probe::mesh_request(&self.upstreams, request, via).await;
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let answer = crate::probe::mesh_request(&self.upstreams, request, via).await;
+        (
+            answer.status,
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )
     }
 }
 

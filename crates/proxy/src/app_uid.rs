@@ -116,11 +116,11 @@ pub fn refusal(refused: &AppNotOwned) -> http::Response<ProxyBody> {
 }
 
 /// A response of the app hop as it goes back: [`REFUSED_BY_HEADER`] names [`RULE`] when the
-/// sidecar refused the app's connection, and is never the app's own on a 502 (so an app
-/// cannot write the gateway's audit records, which read it of 502s only). Any other status
-/// costs one comparison.
+/// sidecar refused the app's connection, and is never the app's own on a response in the form
+/// of a refusal (so an app cannot write the gateway's audit records, which read it of those
+/// only: [`crate::refused_by`]). Any other status costs one comparison.
 pub fn mark(response: &mut http::Response<ProxyBody>) {
-    if response.status() != http::StatusCode::BAD_GATEWAY {
+    if !crate::refused_by::is_refusal_form(response) {
         return;
     }
     let refused = response.extensions().get::<Refused>().is_some();
@@ -249,6 +249,15 @@ mod tests {
                 .boxed(),
         );
         *forged.status_mut() = http::StatusCode::BAD_GATEWAY;
+        forged.headers_mut().insert(
+            REFUSED_BY_HEADER,
+            http::HeaderValue::from_static("app_not_owned"),
+        );
+        mark(&mut forged);
+        assert!(forged.headers().get(REFUSED_BY_HEADER).is_none());
+
+        // Nor on a gRPC error status of its own (trailers-only), which the gateway reads too.
+        let mut forged = crate::http::trailers_only(14, "down");
         forged.headers_mut().insert(
             REFUSED_BY_HEADER,
             http::HeaderValue::from_static("app_not_owned"),

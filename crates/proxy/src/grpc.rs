@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::http::{GeneratedError, ProxyBody, trailers_only};
+use crate::http::{GeneratedError, ProxyBody, REFUSED_BY_HEADER, trailers_only};
 
 /// gRPC `NOT_FOUND`.
 const NOT_FOUND: u32 = 5;
@@ -46,6 +46,10 @@ pub fn reshape(response: Response<ProxyBody>) -> Response<ProxyBody> {
     let code = status_for(response.status());
     let message = warden_a2a::denial::grpc_percent_encode(message);
     let mut shaped = trailers_only(code, &message);
+    // A sidecar's refusal keeps naming its rule to the gateway in this form too.
+    if let Some(rule) = response.headers().get(REFUSED_BY_HEADER) {
+        shaped.headers_mut().insert(REFUSED_BY_HEADER, rule.clone());
+    }
     // The audit record keeps what the refusal was in HTTP terms.
     shaped
         .extensions_mut()
@@ -98,6 +102,22 @@ mod tests {
             shaped.extensions().get::<RefusedWith>().map(|r| r.0),
             Some(StatusCode::NOT_FOUND)
         );
+    }
+
+    #[test]
+    fn a_sidecars_refusal_reshaped_still_names_its_rule_to_the_gateway() {
+        let mut refused = json_error(StatusCode::BAD_GATEWAY, "app_not_owned", "held by uid 7");
+        refused.headers_mut().insert(
+            REFUSED_BY_HEADER,
+            http::HeaderValue::from_static("app_not_owned"),
+        );
+        let shaped = reshape(refused);
+        assert_eq!(status_of(shaped.headers()), Some(14));
+        assert_eq!(shaped.headers()[REFUSED_BY_HEADER], "app_not_owned");
+        assert!(crate::refused_by::is_refusal_form(&shaped));
+        // A refusal that names no rule gains none.
+        let plain = reshape(json_error(StatusCode::BAD_GATEWAY, "r", "m"));
+        assert!(plain.headers().get(REFUSED_BY_HEADER).is_none());
     }
 
     #[test]

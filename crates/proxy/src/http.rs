@@ -25,9 +25,9 @@ pub const CALLER_HEADER: &str = "x-warden-caller";
 pub const EGRESS_URL_HEADER: &str = "x-warden-egress-url";
 
 /// The header a sidecar names its own refusal of an allowed request in (`app_not_owned`, on
-/// a 502), so that the gateway's audit record of the call says why it failed. Read by the
-/// gateway of 502s only; the app's own header of this name on a 502 is dropped (see
-/// `app_uid::mark`).
+/// a 502 or a gRPC caller's trailers-only error status), so that the gateway's audit record
+/// of the call says why it failed. Read by the gateway of those forms only, and removed there;
+/// the app's own header of this name on those forms is dropped (see `refused_by`).
 pub const REFUSED_BY_HEADER: &str = "x-warden-refused-by";
 
 const XFCC: &str = "x-forwarded-client-cert";

@@ -12,6 +12,8 @@
 //! - [`peer_uid`]: which OS user opened a loopback connection (`--egress-allow-uid`);
 //! - [`app_uid`]: connections to the app used only while its owner holds its port
 //!   (`--app-uid`);
+//! - [`refused_by`]: the target sidecar's word to the gateway on why it refused an allowed
+//!   call, whatever the wire form (502 or a gRPC status), for the gateway's audit record;
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
@@ -44,6 +46,7 @@ pub mod http;
 pub mod metrics;
 pub mod peer_uid;
 pub mod pipeline;
+pub mod refused_by;
 pub mod server;
 pub mod sidecar;
 

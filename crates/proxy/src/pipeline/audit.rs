@@ -70,7 +70,7 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    fn finish(mut self, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
         self.done = true;
         // A refusal reshaped for gRPC (HTTP 200) is recorded as the refusal it was.
         let status = response
@@ -81,13 +81,8 @@ impl Pending<'_> {
             Recorder::Gateway(audit) => {
                 let mut record = record_of(&self.ex, status.as_u16());
                 record.grpc_status = crate::grpc::status_of(response.headers());
-                if status == http::StatusCode::BAD_GATEWAY {
-                    record.upstream_rule = response
-                        .headers()
-                        .get(crate::http::REFUSED_BY_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                }
+                // Why the target's sidecar refused, whatever the wire form; not for the client.
+                record.upstream_rule = crate::refused_by::take(&mut response);
                 if self.ex.phase == Phase::Responding {
                     let (parts, body) = response.into_parts();
                     let body = AuditedBody::new(body, record, audit.clone(), self.ex.start);
@@ -105,6 +100,8 @@ impl Pending<'_> {
                 }
             }
             Recorder::Egress(metrics) => {
+                // A mesh peer's word for the gateway is not for this app.
+                crate::refused_by::take(&mut response);
                 let mode = self.ex.policy.settings.mode.as_str();
                 count(metrics, "egress", mode, &self.ex, status);
             }
@@ -252,6 +249,76 @@ mod tests {
         let plain = step.serve(exchange("POST", "/x", policy())).await;
         assert_eq!(plain.status(), 404);
         assert!(lines(&path)[1].get("grpc_status").is_none());
+    }
+
+    /// Whether `response` goes to its client without the sidecar's refusal header.
+    fn names_no_rule(response: &Response<ProxyBody>) -> bool {
+        response
+            .headers()
+            .get(crate::http::REFUSED_BY_HEADER)
+            .is_none()
+    }
+
+    /// The target sidecar's answer to a gRPC call whose app port another uid held.
+    fn sidecar_refused_grpc() -> Response<ProxyBody> {
+        let mut response = crate::http::trailers_only(14, "app not owned");
+        response.headers_mut().insert(
+            crate::http::REFUSED_BY_HEADER,
+            http::HeaderValue::from_static("app_not_owned"),
+        );
+        response
+    }
+
+    /// An app's success carrying the header, which names nothing.
+    fn app_ok_naming_a_rule() -> Response<ProxyBody> {
+        let mut response = Response::new(crate::http::full("ok"));
+        response.headers_mut().insert(
+            crate::http::REFUSED_BY_HEADER,
+            http::HeaderValue::from_static("made_up"),
+        );
+        response
+    }
+
+    #[tokio::test]
+    async fn the_sidecars_grpc_refusal_is_audited_with_its_rule_and_not_shown_to_the_client() {
+        use crate::pipeline::test_support::with_headers;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, path) = gateway_log(dir.path());
+        let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+        let call = || with_headers("POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, policy());
+
+        let step = Audit::new(
+            Recorder::Gateway(log.clone()),
+            Answer::Upstream(sidecar_refused_grpc),
+        );
+        let response = step.serve(call()).await;
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert!(names_no_rule(&response));
+        let step = Audit::new(
+            Recorder::Gateway(log),
+            Answer::Upstream(app_ok_naming_a_rule),
+        );
+        let response = step.serve(call()).await;
+        assert!(names_no_rule(&response));
+
+        let recorded = lines(&path);
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        assert_eq!(recorded[0]["upstream_rule"], "app_not_owned");
+        assert_eq!(recorded[0]["grpc_status"], 14);
+        assert_eq!(recorded[0]["decision"], "allow");
+        assert!(recorded[1].get("upstream_rule").is_none(), "{recorded:?}");
+    }
+
+    #[tokio::test]
+    async fn the_egress_does_not_pass_a_peers_refusal_header_to_its_app() {
+        let metrics = Arc::new(Metrics::default());
+        let step = Audit::new(
+            Recorder::Egress(metrics),
+            Answer::Upstream(sidecar_refused_grpc),
+        );
+        let response = step.serve(exchange("POST", "/", policy())).await;
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert!(names_no_rule(&response));
     }
 
     #[tokio::test]

@@ -7,10 +7,12 @@ What it does, by the text of the message it receives:
 - `wait`: a task that stays `working` until it is canceled;
 - anything else: a completed task with an artifact `echo: <text>`.
 
-Usage: grpc_agent.py ADDR PAUSE
+Usage: grpc_agent.py ADDR PAUSE; without them (as `warden up` starts it), 127.0.0.1:$PORT and
+$PAUSE (default 1).
 """
 
 import asyncio
+import os
 import sys
 
 import grpc
@@ -29,7 +31,10 @@ from echo_executor import Executor
 
 
 async def main() -> None:
-    addr, pause = sys.argv[1], float(sys.argv[2])
+    if len(sys.argv) > 2:
+        addr, pause = sys.argv[1], float(sys.argv[2])
+    else:
+        addr, pause = f"127.0.0.1:{os.environ['PORT']}", float(os.environ.get("PAUSE", "1"))
     card = AgentCard(
         name="grpc-specialist",
         description="a2a-sdk gRPC agent behind Warden",

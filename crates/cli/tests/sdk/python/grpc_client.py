@@ -8,7 +8,8 @@ task and of one that does not exist),
 SubscribeToTask and CancelTask. Prints one JSON object of what it saw.
 
 `refused TARGET CERT KEY CA`: one SendMessage to the gRPC TARGET (`host:port`); CERT/KEY `-`
-for a caller without a certificate, CERT `plain` for one without TLS (h2c). Prints the error the SDK raised, as its user sees it.
+for a caller without a certificate, CERT `plain` for one without TLS (h2c). Prints the error the SDK raised, as its user sees it
+(or that the call hung, past 20 s).
 """
 
 import asyncio
@@ -120,9 +121,16 @@ async def refused(target, cert, key, ca):
         supported_protocol_bindings=["GRPC"],
     )
     client = ClientFactory(config).create(minimal_agent_card(target, ["GRPC"]))
-    try:
+
+    async def send():
         [_ async for _ in client.send_message(message("hello"))]
+
+    try:
+        # A refusal must end the call: a hang is reported as one, not waited out.
+        await asyncio.wait_for(send(), timeout=20)
         said = "not refused"
+    except asyncio.TimeoutError:
+        said = "hung: no answer in 20 s"
     except Exception as error:  # the SDK's own error types
         said = f"{type(error).__name__}: {error}"
     print(json.dumps({"refused": said}))
