@@ -1363,12 +1363,7 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
     let bundle = dir.join("bundle.pem");
     std::fs::write(&bundle, spire.bundle_pem()).unwrap();
     let served = served_names(gateway, "specialist.team-beta.a2a.localhost");
-    for ns in ["team-alpha", "team-beta"] {
-        assert!(
-            served.contains(&format!("DNS:*.{ns}.a2a.localhost")),
-            "{served}"
-        );
-    }
+    assert_names_namespaces(&served, &["team-alpha", "team-beta"]);
     let (code, card) = host_card(gateway, &bundle, "specialist.team-beta");
     assert_eq!(code, "200", "{card}");
 
@@ -1391,12 +1386,7 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
         "the new namespace's name served after {:?}",
         started.elapsed()
     );
-    for ns in ["team-alpha", "team-beta"] {
-        assert!(
-            served.contains(&format!("DNS:*.{ns}.a2a.localhost")),
-            "{served}"
-        );
-    }
+    assert_names_namespaces(&served, &["team-alpha", "team-beta"]);
     let (code, card) = host_card(gateway, &bundle, "analyst.team-gamma");
     assert_eq!(code, "200", "{card}");
 
@@ -1454,6 +1444,14 @@ fn wait_served_name(gateway: std::net::SocketAddr, agent_ns: &str, limit: Durati
             "the gateway never served {wanted}: {served}"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `served` (openssl's subjectAltName) names every agent host of each of `namespaces`.
+fn assert_names_namespaces(served: &str, namespaces: &[&str]) {
+    for ns in namespaces {
+        let name = format!("DNS:*.{ns}.a2a.localhost");
+        assert!(served.contains(&name), "no {name} in {served}");
     }
 }
 
