@@ -822,15 +822,8 @@ use warden_testkit::spire::{Spire, as_uid, readable_copy, running_as_root};
 /// namespace.
 /// `identity` is the MeshConfig's `spec.identity` block (indented), or empty.
 fn users_mesh(warden: &Path, users: [u32; 2], identity: &str) -> String {
-    // The app listens on the port `up` gives it in $PORT.
     let agent = |name: &str, namespace: &str, uid: u32, extra: &str| {
-        format!(
-            "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
-             spec:\n  description: Runs as uid {uid}.\n{extra}  local:\n    command: /bin/sh\n\
-             \x20   args: [\"-c\", \"exec {} agent echo --listen 127.0.0.1:$PORT --name {name}\"]\n\
-             \x20   user: \"{uid}\"\n",
-            warden.display()
-        )
+        user_agent(warden, (name, namespace), uid, extra)
     };
     [
         format!(
@@ -847,6 +840,19 @@ fn users_mesh(warden: &Path, users: [u32; 2], identity: &str) -> String {
         ),
     ]
     .join("---\n")
+}
+
+/// An Agent `namespace/name` running `warden agent echo` from `warden` as `uid`; `extra` are
+/// more (indented) spec lines.
+fn user_agent(warden: &Path, (name, namespace): (&str, &str), uid: u32, extra: &str) -> String {
+    // The app listens on the port `up` gives it in $PORT.
+    format!(
+        "apiVersion: warden.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
+         spec:\n  description: Runs as uid {uid}.\n{extra}  local:\n    command: /bin/sh\n\
+         \x20   args: [\"-c\", \"exec {} agent echo --listen 127.0.0.1:$PORT --name {name}\"]\n\
+         \x20   user: \"{uid}\"\n",
+        warden.display()
+    )
 }
 
 /// A directory any uid can search (0755), for state and binaries the agents' users reach.
@@ -1306,15 +1312,19 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
     let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
     let status = common::up::wait_ready(&state, &mut up, 2, Duration::from_secs(90));
 
-    // Entries: one per workload, each under the agent, selected by the workload's uid.
+    // Entries: one per workload, each under the agent, selected by the workload's uid; the
+    // gateway's with its host names, the agents' with none.
     let entries = spire.server_cli(&["entry", "show"]);
     for (id, uid) in [(ORCHESTRATOR, alpha), (SPECIALIST, beta), (GATEWAY, 0)] {
-        let block = entries
-            .split("\n\n")
-            .find(|b| b.contains(&format!("SPIFFE ID        : {id}\n")))
-            .unwrap_or_else(|| panic!("no entry for {id}: {entries}"));
+        let block = entry_block(&entries, id);
         assert!(block.contains(&format!("unix:uid:{uid}")), "{block}");
         assert!(block.contains(&spire.agent_id), "{block}");
+        assert_eq!(block.contains("DNS name"), id == GATEWAY, "{block}");
+    }
+    let gateway_entry = entry_block(&entries, GATEWAY);
+    for ns in ["team-alpha", "team-beta"] {
+        let line = format!("DNS name         : *.{ns}.a2a.localhost");
+        assert!(gateway_entry.contains(&line), "{gateway_entry}");
     }
 
     // Status shows SPIRE and the IDs the sidecars proved with SPIRE's SVIDs.
@@ -1348,14 +1358,114 @@ fn up_on_spire_registers_each_workload_under_its_uid_and_verifies_on_spire_ident
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    // A second `up` finds its entries and makes none.
+    // The gateway's SPIRE SVID names every namespace's agent hosts, so a client that checks
+    // the host name (curl with SPIRE's bundle, no -k) accepts the gateway at an agent's host.
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, spire.bundle_pem()).unwrap();
+    let served = served_names(gateway, "specialist.team-beta.a2a.localhost");
+    assert_names_namespaces(&served, &["team-alpha", "team-beta"]);
+    let (code, card) = host_card(gateway, &bundle, "specialist.team-beta");
+    assert_eq!(code, "200", "{card}");
+
+    // An agent in a new namespace: the gateway's entry, then the SVID it serves, name it too.
+    let (gamma, started) = (42113, Instant::now());
+    let analyst = user_agent(
+        &warden_bin,
+        ("analyst", "team-gamma"),
+        gamma,
+        "  allowedNamespaces:\n    from: All\n",
+    );
+    std::fs::write(
+        manifests.join("gamma.yaml"),
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-gamma\n---\n{analyst}"),
+    )
+    .unwrap();
+    common::up::wait_ready(&state, &mut up, 3, Duration::from_secs(90));
+    let served = wait_served_name(gateway, "analyst.team-gamma", Duration::from_secs(60));
+    eprintln!(
+        "the new namespace's name served after {:?}",
+        started.elapsed()
+    );
+    assert_names_namespaces(&served, &["team-alpha", "team-beta"]);
+    let (code, card) = host_card(gateway, &bundle, "analyst.team-gamma");
+    assert_eq!(code, "200", "{card}");
+
+    // A second `up` finds its entries, DNS names included, and writes none.
+    let entries = spire.server_cli(&["entry", "show"]);
     drop(up);
     let mut up = start_up_from(&warden_bin, &state, &manifests, gateway, &[], &spire_flag);
-    common::up::wait_ready(&state, &mut up, 2, Duration::from_secs(90));
+    common::up::wait_ready(&state, &mut up, 3, Duration::from_secs(90));
     let again = spire.server_cli(&["entry", "show"]);
     assert_eq!(
         again.matches("Entry ID").count(),
         entries.matches("Entry ID").count(),
         "{again}"
     );
+    // Same revision: not rewritten.
+    assert_eq!(entry_block(&again, GATEWAY), entry_block(&entries, GATEWAY));
+}
+
+/// The block of `spire-server entry show`'s output for `id`.
+fn entry_block<'a>(entries: &'a str, id: &str) -> &'a str {
+    entries
+        .split("\n\n")
+        .find(|b| b.contains(&format!("SPIFFE ID        : {id}\n")))
+        .unwrap_or_else(|| panic!("no entry for {id}: {entries}"))
+}
+
+/// The subjectAltName of the certificate the gateway serves to a TLS client (no client
+/// certificate) that asks for `host` (openssl's `DNS:…, URI:…`).
+fn served_names(gateway: std::net::SocketAddr, host: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {gateway} -servername {host} </dev/null 2>/dev/null \
+             | openssl x509 -noout -ext subjectAltName"
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (at most `limit`) until the gateway serves a certificate naming `*.{namespace}` of
+/// `agent_ns` (`{agent}.{namespace}`): SPIRE's agent brings an updated entry at its next sync.
+fn wait_served_name(gateway: std::net::SocketAddr, agent_ns: &str, limit: Duration) -> String {
+    let host = format!("{agent_ns}.a2a.localhost");
+    let (_, domain) = host.split_once('.').unwrap_or_default();
+    let wanted = format!("DNS:*.{domain}");
+    let started = Instant::now();
+    loop {
+        let served = served_names(gateway, &host);
+        if served.contains(&wanted) {
+            return served;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the gateway never served {wanted}: {served}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `served` (openssl's subjectAltName) names every agent host of each of `namespaces`.
+fn assert_names_namespaces(served: &str, namespaces: &[&str]) {
+    for ns in namespaces {
+        let name = format!("DNS:*.{ns}.a2a.localhost");
+        assert!(served.contains(&name), "no {name} in {served}");
+    }
+}
+
+/// (HTTP status, body) of the card at the root of `{agent_ns}.a2a.localhost` through the
+/// gateway, over https checked against `ca` — host name included (no -k).
+fn host_card(gateway: std::net::SocketAddr, ca: &Path, agent_ns: &str) -> (String, String) {
+    let authority = format!("{agent_ns}.a2a.localhost:{}", gateway.port());
+    let resolve = format!("{authority}:{}", gateway.ip());
+    let url = format!("https://{authority}/.well-known/agent-card.json");
+    curl_status(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &url,
+    ])
 }

@@ -86,6 +86,24 @@ fn free_port_avoiding(taken: &mut Vec<u16>) -> Result<SocketAddr, UpError> {
     ))
 }
 
+/// The host names the gateway's certificate carries: `*.{namespace}.{hostDomain}` for every
+/// namespace with agents, so that clients which check the host name (every gRPC client, the
+/// SDKs over https) accept the gateway at each agent's host. The same list for the embedded
+/// CA's SVID and the gateway's SPIRE entry.
+pub(crate) fn gateway_host_names(snapshot: &MeshSnapshot) -> Vec<String> {
+    let domain = &snapshot.control_plane().host_domain;
+    let mut names: Vec<String> = snapshot
+        .agents()
+        .iter()
+        .map(|a| format!("*.{}.{domain}", a.namespace))
+        // A name the CA would refuse would leave the gateway with no SVID at all.
+        .filter(|name| warden_identity::ca::check_dns_name(name).is_ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Supervised children that stop together (an agent's sidecar, app and Workload API socket;
 /// or the gateway).
 struct Group {
@@ -480,24 +498,6 @@ impl Mesh {
         self.state(&["sockets", "warden-gateway", "agent.sock"])
     }
 
-    /// The host names the gateway's certificate carries: `*.{namespace}.{hostDomain}` for
-    /// every namespace with agents, so that clients which check the host name (every gRPC
-    /// client) accept the gateway at each agent's host.
-    fn gateway_host_names(&self) -> Vec<String> {
-        let snapshot = self.current();
-        let domain = snapshot.control_plane().host_domain.clone();
-        let mut names: Vec<String> = snapshot
-            .agents()
-            .iter()
-            .map(|a| format!("*.{}.{domain}", a.namespace))
-            // A name the CA would refuse would leave the gateway with no SVID at all.
-            .filter(|name| warden_identity::ca::check_dns_name(name).is_ok())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
     /// (Re)starts the gateway with the current agents as endpoints.
     async fn restart_gateway(&self) {
         let mut slot = self.gateway.lock().await;
@@ -511,9 +511,16 @@ impl Mesh {
         {
             tracing::error!(dir = %dir.display(), error = %e, "cannot make the gateway's socket directory private");
         }
+        let names = gateway_host_names(&self.current());
+        if let Some(spire) = &self.spire
+            && let Err(e) = spire.register_gateway(&self.gateway_id, &names).await
+        {
+            tracing::error!(error = %e, "cannot bring the gateway's SPIRE entry to the namespaces' host names; it keeps the ones it had");
+            eprintln!("error: the gateway's SPIRE entry keeps its old DNS names: {e}");
+        }
         let mut group = Group::new();
         self.serve_identity(
-            (self.gateway_id.clone(), self.gateway_host_names()),
+            (self.gateway_id.clone(), names),
             self.gateway_socket(),
             group.stop.subscribe(),
         );

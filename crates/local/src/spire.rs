@@ -10,6 +10,7 @@
 //! and `up` fetches cards with the same SVID (the gateway's, which sidecars admit for cards).
 //! `warden verify` mints its test callers with `spire-server x509 mint` ([`SpireServer::mint`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +137,84 @@ struct EntryList {
     entries: Vec<serde_json::Value>,
 }
 
+/// What `entry create|update -output json` prints: one result per entry written.
+#[derive(Deserialize)]
+struct BatchResults {
+    #[serde(default)]
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    #[serde(default)]
+    entry: serde_json::Value,
+    status: BatchStatus,
+}
+
+/// A result's gRPC status: code 0 when the entry was written.
+#[derive(Debug, Deserialize)]
+struct BatchStatus {
+    #[serde(default)]
+    code: i32,
+    #[serde(default)]
+    message: String,
+}
+
+/// gRPC's InvalidArgument: SPIRE refused a field (e.g. a DNS name).
+const INVALID_ARGUMENT: i32 = 3;
+/// gRPC's AlreadyExists: a similar entry exists.
+const ALREADY_EXISTS: i32 = 6;
+
+/// The entry `up` wants for one workload: `-parentID`, `-spiffeID`, `-selector`.
+struct EntrySpec<'a> {
+    parent: &'a str,
+    id: &'a SpiffeId,
+    selector: String,
+}
+
+impl EntrySpec<'_> {
+    fn args(&self) -> [&str; 6] {
+        [
+            "-parentID",
+            self.parent,
+            "-spiffeID",
+            self.id.as_str(),
+            "-selector",
+            &self.selector,
+        ]
+    }
+
+    /// SPIRE refused to create (or update) this entry.
+    fn refused(&self, entry_id: Option<&str>, status: BatchStatus) -> SpireError {
+        let verb = if entry_id.is_some() {
+            "update"
+        } else {
+            "create"
+        };
+        SpireError {
+            command: format!("entry {verb}"),
+            message: format!(
+                "{} ({}): {} (code {})",
+                self.id, self.selector, status.message, status.code
+            ),
+        }
+    }
+}
+
+/// A DNS name the SPIRE server would not put in a workload's entry. The entry, and so the SVID,
+/// goes without it, as the embedded CA's SVID goes without a name it cannot carry: a workload
+/// with one name too few serves most clients; one with no SVID serves none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SPIRE refused the DNS name {name:?} for {id}; its SVID goes without it: {message}")]
+pub struct RefusedDnsName {
+    /// The workload's SPIFFE ID.
+    pub id: String,
+    /// The name SPIRE refused.
+    pub name: String,
+    /// SPIRE's reason.
+    pub message: String,
+}
+
 impl SpireServer {
     async fn run(&self, args: &[&str]) -> Result<String, SpireError> {
         let command = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
@@ -197,17 +276,64 @@ impl SpireServer {
         }
     }
 
-    /// Registers `id` for processes of `uid` under `parent`, unless that entry exists.
-    pub async fn register(&self, parent: &str, id: &SpiffeId, uid: u32) -> Result<(), SpireError> {
-        let selector = format!("unix:uid:{uid}");
-        let entry = [
-            "-parentID",
+    /// Registers `id` for processes of `uid` under `parent`, its SVIDs carrying exactly
+    /// `dns_names` (the gateway's host names; none for an agent). An entry with the same parent,
+    /// ID and selector is reused as it is when its DNS names are these, updated when they are
+    /// not (the namespaces changed since), created when missing. Names SPIRE refuses are left
+    /// out and returned with SPIRE's message: the workload still gets an SVID, with the rest.
+    pub async fn register(
+        &self,
+        parent: &str,
+        id: &SpiffeId,
+        uid: u32,
+        dns_names: &[String],
+    ) -> Result<Vec<RefusedDnsName>, SpireError> {
+        let spec = EntrySpec {
             parent,
-            "-spiffeID",
-            id.as_str(),
-            "-selector",
-            &selector,
-        ];
+            id,
+            selector: format!("unix:uid:{uid}"),
+        };
+        // Twice at most: an entry made by someone else between `show` and `create` is found
+        // (and brought to these names) on the second round.
+        for _ in 0..2 {
+            let found = self.find(&spec).await?;
+            if let Some(existing) = &found
+                && same_dns_names(existing, dns_names)
+            {
+                tracing::info!(%id, uid, "SPIRE entry exists");
+                return Ok(Vec::new());
+            }
+            if found.is_none() {
+                self.warn_of_other_holders(parent, id, uid).await;
+            }
+            let entry_id = found.as_ref().and_then(entry_id);
+            match self.write(&spec, entry_id.as_deref(), dns_names).await? {
+                Ok(_) => {
+                    let done = if entry_id.is_some() {
+                        "updated"
+                    } else {
+                        "created"
+                    };
+                    tracing::info!(%id, uid, dns = ?dns_names, "SPIRE entry {done}");
+                    return Ok(Vec::new());
+                }
+                Err(status) if status.code == ALREADY_EXISTS => continue,
+                Err(status) if status.code == INVALID_ARGUMENT && !dns_names.is_empty() => {
+                    return self
+                        .write_names_one_by_one(&spec, entry_id, dns_names)
+                        .await;
+                }
+                Err(status) => return Err(spec.refused(entry_id.as_deref(), status)),
+            }
+        }
+        Err(SpireError {
+            command: "entry create".into(),
+            message: format!("an entry for {id} (unix:uid:{uid}) keeps appearing and going"),
+        })
+    }
+
+    /// The entry with exactly `spec`'s parent, ID and selector, if there is one.
+    async fn find(&self, spec: &EntrySpec<'_>) -> Result<Option<serde_json::Value>, SpireError> {
         let show = [
             "entry",
             "show",
@@ -216,27 +342,82 @@ impl SpireServer {
             "-matchSelectorsOn",
             "exact",
         ];
-        let shown = self.run(&[&show[..], &entry[..]].concat()).await?;
-        let existing: EntryList = serde_json::from_str(&shown).unwrap_or(EntryList {
-            entries: Vec::new(),
-        });
-        if !existing.entries.is_empty() {
-            tracing::info!(%id, uid, "SPIRE entry exists");
-            return Ok(());
+        let shown = self.run(&[&show[..], &spec.args()[..]].concat()).await?;
+        let list: EntryList = serde_json::from_str(&shown).map_err(|e| SpireError {
+            command: "entry show".into(),
+            message: format!("unexpected output ({e}): {shown}"),
+        })?;
+        Ok(list.entries.into_iter().next())
+    }
+
+    /// Creates the entry (no `entry_id`) or updates entry `entry_id` to `spec` with exactly
+    /// `dns_names`: the entry's ID, or SPIRE's refusal (`-output json` reports a refused entry
+    /// in its result, with exit code 0).
+    async fn write(
+        &self,
+        spec: &EntrySpec<'_>,
+        entry_id: Option<&str>,
+        dns_names: &[String],
+    ) -> Result<Result<String, BatchStatus>, SpireError> {
+        let mut args = match entry_id {
+            Some(entry) => vec!["entry", "update", "-entryID", entry],
+            None => vec!["entry", "create"],
+        };
+        args.extend(spec.args());
+        for name in dns_names {
+            args.extend(["-dns", name.as_str()]);
         }
-        self.warn_of_other_holders(parent, id, uid).await;
-        let created = self
-            .run(&[&["entry", "create"][..], &entry[..]].concat())
-            .await;
-        match created {
-            Ok(_) => tracing::info!(%id, uid, "SPIRE entry created"),
-            // Made meanwhile (or not listed): the entry is there, which is what is wanted.
-            Err(e) if e.message.to_ascii_lowercase().contains("already exists") => {
-                tracing::info!(%id, uid, "SPIRE entry exists");
+        args.extend(["-output", "json"]);
+        let text = self.run(&args).await?;
+        let unexpected = |why: String| SpireError {
+            command: args[..2].join(" "),
+            message: format!("unexpected output ({why}): {text}"),
+        };
+        let batch: BatchResults =
+            serde_json::from_str(&text).map_err(|e| unexpected(e.to_string()))?;
+        let result = batch
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| unexpected("no result".into()))?;
+        match result.status.code {
+            0 => Ok(Ok(result.entry["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())),
+            _ => Ok(Err(result.status)),
+        }
+    }
+
+    /// SPIRE refused the entry with all of `dns_names`, naming no name (`wildcard must be first
+    /// label`): the entry is written with none (so the workload has an SVID whatever comes),
+    /// then with each name SPIRE accepts added; each refused name comes back with its message.
+    async fn write_names_one_by_one(
+        &self,
+        spec: &EntrySpec<'_>,
+        entry_id: Option<String>,
+        dns_names: &[String],
+    ) -> Result<Vec<RefusedDnsName>, SpireError> {
+        let entry_id = self
+            .write(spec, entry_id.as_deref(), &[])
+            .await?
+            .map_err(|status| spec.refused(entry_id.as_deref(), status))?;
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for name in dns_names {
+            let mut names = accepted.clone();
+            names.push(name.clone());
+            match self.write(spec, Some(&entry_id), &names).await? {
+                Ok(_) => accepted = names,
+                Err(status) if status.code == INVALID_ARGUMENT => refused.push(RefusedDnsName {
+                    id: spec.id.to_string(),
+                    name: name.clone(),
+                    message: status.message,
+                }),
+                Err(status) => return Err(spec.refused(Some(&entry_id), status)),
             }
-            Err(e) => return Err(e),
         }
-        Ok(())
+        tracing::info!(id = %spec.id, dns = ?accepted, "SPIRE entry written without the DNS names SPIRE refused");
+        Ok(refused)
     }
 
     /// Entries that give `id` to processes other than `uid`'s (e.g. an agent's earlier user)
@@ -329,32 +510,55 @@ pub(crate) struct SpireRun {
 }
 
 impl SpireRun {
-    /// Finds the agent, registers the gateway (`up`'s own uid) and reads the bundle.
+    /// Finds the agent, reads the bundle and registers the gateway (`up`'s own uid) with
+    /// `dns_names`, its host names.
     pub(crate) async fn prepare(
         binary: PathBuf,
         sockets: SpireSockets,
         gateway: &SpiffeId,
+        dns_names: &[String],
     ) -> Result<Self, SpireError> {
         let server = SpireServer {
             binary,
             socket: sockets.server_socket.clone(),
         };
         let parent = server.agent_id().await?;
-        server
-            .register(&parent, gateway, crate::users::OsUser::current().uid)
-            .await?;
         let bundle = server.bundle_spiffe().await?;
-        Ok(Self {
+        let run = Self {
             server,
             sockets,
             parent,
             bundle,
-        })
+        };
+        run.register_gateway(gateway, dns_names).await?;
+        Ok(run)
     }
 
-    /// Registers an agent's workload: `id` for processes of `uid`.
+    /// Registers the gateway (`up`'s own uid) with `dns_names`, or brings its entry to them;
+    /// a name SPIRE refuses is reported (log and stderr) and left out.
+    pub(crate) async fn register_gateway(
+        &self,
+        gateway: &SpiffeId,
+        dns_names: &[String],
+    ) -> Result<(), SpireError> {
+        let uid = crate::users::OsUser::current().uid;
+        let refused = self
+            .server
+            .register(&self.parent, gateway, uid, dns_names)
+            .await?;
+        for name in refused {
+            tracing::error!(id = %name.id, name = %name.name, reason = %name.message, "SPIRE refused a DNS name of the gateway");
+            eprintln!("error: {name}");
+        }
+        Ok(())
+    }
+
+    /// Registers an agent's workload: `id` for processes of `uid`, with no DNS names.
     pub(crate) async fn register(&self, id: &SpiffeId, uid: u32) -> Result<(), SpireError> {
-        self.server.register(&self.parent, id, uid).await
+        self.server
+            .register(&self.parent, id, uid, &[])
+            .await
+            .map(drop)
     }
 
     /// The Workload API endpoint every workload is given.
@@ -400,6 +604,25 @@ impl SpireRun {
 
 /// How long `up` waits for the SPIRE agent to serve the entries it just made.
 const AGENT_SYNC_LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether an existing entry (from `entry show -output json`) carries exactly `wanted` as
+/// DNS names, order and repeats aside: when not, `up` updates it, so that the gateway's SVID
+/// follows the namespaces with agents and an agent's carries none.
+fn same_dns_names(entry: &serde_json::Value, wanted: &[String]) -> bool {
+    let have: BTreeSet<&str> = entry["dns_names"]
+        .as_array()
+        .map(|names| names.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    have == wanted.iter().map(String::as_str).collect()
+}
+
+/// An entry's ID (from `entry show -output json`).
+fn entry_id(entry: &serde_json::Value) -> Option<String> {
+    entry["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
 
 /// An entry's selectors as `type:value` (from `entry show -output json`).
 fn selectors(entry: &serde_json::Value) -> String {
@@ -505,6 +728,44 @@ mod tests {
             {"type": "unix", "value": "uid:1001"}, {"type": "unix", "value": "gid:7"}]});
         assert_eq!(selectors(&entry), "unix:uid:1001+unix:gid:7");
         assert_eq!(selectors(&serde_json::json!({})), "");
+    }
+
+    #[test]
+    fn an_entry_is_kept_only_when_its_dns_names_are_the_wanted_ones() {
+        // As `entry show -output json` prints an entry (trimmed).
+        let entry = |names: serde_json::Value| {
+            serde_json::json!({"id": "6740157c", "dns_names": names,
+                "selectors": [{"type": "unix", "value": "uid:0"}]})
+        };
+        let wanted = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let both = entry(serde_json::json!([
+            "*.b.a2a.localhost",
+            "*.a.a2a.localhost"
+        ]));
+        let a_b = wanted(&["*.a.a2a.localhost", "*.b.a2a.localhost"]);
+        assert!(same_dns_names(&both, &a_b), "order does not matter");
+        let repeated = wanted(&[
+            "*.a.a2a.localhost",
+            "*.b.a2a.localhost",
+            "*.a.a2a.localhost",
+        ]);
+        assert!(same_dns_names(&both, &repeated), "repeats do not matter");
+        // A namespace added or gone: update.
+        let three = wanted(&[
+            "*.a.a2a.localhost",
+            "*.b.a2a.localhost",
+            "*.c.a2a.localhost",
+        ]);
+        assert!(!same_dns_names(&both, &three));
+        assert!(!same_dns_names(&both, &wanted(&["*.a.a2a.localhost"])));
+        // An agent wants none: an entry with names is updated, one without (or with the
+        // field absent, as older servers print it) is kept.
+        assert!(!same_dns_names(&both, &[]));
+        assert!(same_dns_names(&entry(serde_json::json!([])), &[]));
+        assert!(same_dns_names(&serde_json::json!({"id": "x"}), &[]));
+        assert!(!same_dns_names(&serde_json::json!({"id": "x"}), &a_b));
+        assert_eq!(entry_id(&both).as_deref(), Some("6740157c"));
+        assert_eq!(entry_id(&serde_json::json!({"id": ""})), None);
     }
 
     #[test]

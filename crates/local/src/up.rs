@@ -153,7 +153,8 @@ pub async fn up(
         Identities::EmbeddedCa => None,
         Identities::Spire(sockets) => {
             let gateway = &snapshot.control_plane().gateway;
-            let run = SpireRun::prepare(config.spire_server.clone(), sockets, gateway)
+            let names = crate::mesh::gateway_host_names(&snapshot);
+            let run = SpireRun::prepare(config.spire_server.clone(), sockets, gateway, &names)
                 .await
                 .map_err(setup("registering with SPIRE"))?;
             Some(run)
