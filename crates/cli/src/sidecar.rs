@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::os::unix::fs::DirBuilderExt;
-
 use anyhow::Context;
 use clap::Args;
 use warden_identity::{SpiffeId, TrustDomain};
 use warden_model::MtlsMode;
 use warden_proxy::config::{
     DynamicFlags, FileConfig, IdentityConfig, Limits, SidecarConfig, SnapshotConfig,
-    UnderscoreHeaders, parse_duration, parse_mesh_peer, pick,
+    SnapshotSource, UnderscoreHeaders, parse_duration, parse_mesh_peer, pick,
 };
 
 /// Where the SVID comes from, shared by the sidecar and the gateway.
@@ -202,7 +200,8 @@ pub(crate) struct SidecarArgs {
     control_namespace: String,
 }
 
-fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
+/// The sidecar's configuration; with --kubernetes, `live` is the mirror's snapshot source.
+fn config(args: SidecarArgs, live: Option<SnapshotSource>) -> anyhow::Result<SidecarConfig> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -247,14 +246,14 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
             gateway_ids: args.gateway_id,
         },
         config_file: args.config,
-        snapshot: match (args.snapshot, args.agent) {
-            (Some(path), Some(agent)) => {
+        snapshot: match (live.or(args.snapshot.map(SnapshotSource::File)), args.agent) {
+            (Some(source), Some(agent)) => {
                 let (namespace, name) = agent
                     .split_once('/')
                     .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
                     .ok_or_else(|| anyhow::anyhow!("--agent {agent:?}: expected NAMESPACE/NAME"))?;
                 Some(SnapshotConfig {
-                    path,
+                    source,
                     namespace: namespace.to_owned(),
                     name: name.to_owned(),
                 })
@@ -267,31 +266,26 @@ fn config(args: SidecarArgs) -> anyhow::Result<SidecarConfig> {
     })
 }
 
-pub(crate) async fn run(mut args: SidecarArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     if !args.kubernetes {
-        warden_proxy::run(config(args)?, crate::shutdown_signal()).await?;
+        warden_proxy::run(config(args, None)?, crate::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    // --kubernetes: the published snapshot mirrored into a private file the sidecar watches.
-    let dir = std::env::temp_dir().join(format!("warden-sidecar-{}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(&dir)
-        .with_context(|| format!("{}", dir.display()))?;
-    let path = dir.join("snapshot.json");
+    // --kubernetes: the published snapshot handed to the sidecar in memory (no file: the
+    // injected container's root filesystem is read-only).
     let client = warden_kube::client(args.kubeconfig.as_deref()).await?;
-    let start =
-        warden_kube::publish::SnapshotMirror::start(client, &args.control_namespace, path.clone());
+    let start = warden_kube::publish::SnapshotMirror::start(client, &args.control_namespace);
     // Waiting for the first snapshot must not outlive a SIGTERM.
     let mirror = tokio::select! {
         mirror = start => mirror,
         () = crate::shutdown_signal() => return Ok(ExitCode::SUCCESS),
     };
-    args.snapshot = Some(path);
-    let result = warden_proxy::run(config(args)?, crate::shutdown_signal()).await;
+    let result = warden_proxy::run(
+        config(args, Some(mirror.source()))?,
+        crate::shutdown_signal(),
+    )
+    .await;
     drop(mirror);
-    let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(ExitCode::SUCCESS)
 }

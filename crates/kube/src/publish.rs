@@ -8,12 +8,12 @@
 //!   not land in a ConfigMap), is server-side applied to ConfigMap
 //!   [`SNAPSHOT_CONFIGMAP`] in the control namespace, key [`SNAPSHOT_KEY`].
 //! - [`SnapshotMirror`] (`warden sidecar --kubernetes`): watches that one object (RBAC: `get
-//!   list watch` on that `resourceName`) and writes each version to the sidecar's snapshot file
-//!   (0600, atomically), which the sidecar already watches; so the sidecar's request path is the
-//!   same as with `--snapshot FILE`.
+//!   list watch` on that `resourceName`) and hands each usable version to the sidecar in
+//!   memory ([`warden_proxy::config::SnapshotSource::Live`]), applied by the same reload as a
+//!   `--snapshot FILE` change; nothing is written, so the sidecar runs on a read-only root
+//!   filesystem.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -47,14 +47,6 @@ pub enum PublishError {
     /// The snapshot could not be serialised or rebuilt.
     #[error("snapshot: {0}")]
     Snapshot(String),
-    /// The sidecar's snapshot file could not be written.
-    #[error("{path}: {source}")]
-    File {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 /// `snapshot` as a sidecar may see it: every tool's delegation header values removed.
@@ -175,9 +167,12 @@ pub async fn publish_while_leading(
     }
 }
 
-/// Keeps a sidecar's snapshot file equal to the published snapshot; dropping it stops.
+/// Hands a sidecar each published snapshot in memory (no file: the injected sidecar runs on a
+/// read-only root filesystem); dropping it stops the watch.
 pub struct SnapshotMirror {
     task: JoinHandle<()>,
+    origin: String,
+    snapshots: watch::Receiver<Option<Arc<MeshSnapshot>>>,
 }
 
 impl Drop for SnapshotMirror {
@@ -187,77 +182,75 @@ impl Drop for SnapshotMirror {
 }
 
 impl SnapshotMirror {
-    /// Watches the ConfigMap in `namespace` and writes each version to `path`; returns once
-    /// the first one is written (the sidecar must start with a snapshot), logging while it
-    /// waits. A ConfigMap without a usable snapshot is logged and the file keeps the last one.
-    pub async fn start(client: kube::Client, namespace: &str, path: PathBuf) -> Self {
+    /// Watches the ConfigMap in `namespace`; returns once the first usable snapshot has
+    /// arrived (the sidecar must start with one), logging while it waits. A ConfigMap without
+    /// a usable snapshot is logged and the last one stays.
+    pub async fn start(client: kube::Client, namespace: &str) -> Self {
         let api: Api<ConfigMap> = Api::namespaced(client, namespace);
         let config =
             watcher::Config::default().fields(&format!("metadata.name={SNAPSHOT_CONFIGMAP}"));
-        let (written, mut first) = watch::channel(false);
-        let namespace = namespace.to_owned();
-        let task = tokio::spawn(async move {
-            let mut objects =
-                std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-            while let Some(object) = objects.next().await {
-                let result = match object {
-                    Ok(map) => mirror_one(&map, &path),
-                    Err(e) => {
-                        tracing::warn!(%namespace, error = %e, "watching {SNAPSHOT_CONFIGMAP}; retrying");
-                        continue;
-                    }
-                };
-                match result {
-                    Ok(version) => {
-                        tracing::info!(version, "published snapshot mirrored");
-                        written.send_replace(true);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "published snapshot not usable; keeping the last one")
-                    }
-                }
-            }
-        });
-        while tokio::time::timeout(std::time::Duration::from_secs(10), first.wait_for(|w| *w))
-            .await
-            .is_err()
+        let (latest, mut snapshots) = watch::channel(None);
+        let origin = format!("ConfigMap {namespace}/{SNAPSHOT_CONFIGMAP}");
+        let task = tokio::spawn(mirror(api, config, origin.clone(), latest));
+        while tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            snapshots.wait_for(Option::is_some),
+        )
+        .await
+        .is_err()
         {
-            tracing::warn!(
-                "no snapshot published yet in ConfigMap {SNAPSHOT_CONFIGMAP} (the controller writes it)"
-            );
+            tracing::warn!("no snapshot published yet in {origin} (the controller writes it)");
         }
-        Self { task }
+        Self {
+            task,
+            origin,
+            snapshots,
+        }
+    }
+
+    /// The sidecar's snapshot source fed by this mirror (the first snapshot already in it).
+    pub fn source(&self) -> warden_proxy::config::SnapshotSource {
+        warden_proxy::config::SnapshotSource::Live {
+            origin: self.origin.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 }
 
-/// Writes the snapshot in `map` to `path` (tmp file + rename, 0600); its version.
-fn mirror_one(map: &ConfigMap, path: &Path) -> Result<u64, PublishError> {
+/// Sends every usable version of the watched ConfigMap to `latest`.
+async fn mirror(
+    api: Api<ConfigMap>,
+    config: watcher::Config,
+    origin: String,
+    latest: watch::Sender<Option<Arc<MeshSnapshot>>>,
+) {
+    let mut objects = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(object) = objects.next().await {
+        match object.map(|map| published_snapshot(&map, &origin)) {
+            Ok(Ok(snapshot)) => {
+                tracing::info!(version = snapshot.version(), "published snapshot received");
+                latest.send_replace(Some(Arc::new(snapshot)));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "published snapshot not usable; keeping the last one")
+            }
+            Err(e) => tracing::warn!(%origin, error = %e, "watching the snapshot; retrying"),
+        }
+    }
+}
+
+/// The snapshot in `map` (key [`SNAPSHOT_KEY`]); errors name `origin`.
+fn published_snapshot(map: &ConfigMap, origin: &str) -> Result<MeshSnapshot, PublishError> {
     let text = map
         .data
         .as_ref()
         .and_then(|d| d.get(SNAPSHOT_KEY))
-        .ok_or_else(|| PublishError::Snapshot(format!("no key {SNAPSHOT_KEY}")))?;
-    let snapshot: MeshSnapshot =
-        serde_json::from_str(text).map_err(|e| PublishError::Snapshot(e.to_string()))?;
-    let file_error = |source| PublishError::File {
-        path: path.display().to_string(),
-        source,
-    };
-    let tmp = path.with_extension("new");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(file_error)?;
-        file.write_all(text.as_bytes()).map_err(file_error)?;
-    }
-    std::fs::rename(&tmp, path).map_err(file_error)?;
-    Ok(snapshot.version())
+        .ok_or_else(|| PublishError::Snapshot(format!("{origin}: no key {SNAPSHOT_KEY}")))?;
+    serde_json::from_str(text).map_err(|e| {
+        PublishError::Snapshot(format!(
+            "{origin} key {SNAPSHOT_KEY}: not a Warden snapshot: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -172,15 +172,40 @@ pub struct SidecarConfig {
     pub snapshot: Option<SnapshotConfig>,
 }
 
-/// Which snapshot file, and which agent of it this sidecar stands beside.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which snapshot, and which agent of it this sidecar stands beside.
+#[derive(Debug, Clone)]
 pub struct SnapshotConfig {
-    /// The snapshot file.
-    pub path: PathBuf,
+    /// Where the snapshot comes from.
+    pub source: SnapshotSource,
     /// The agent's namespace.
     pub namespace: String,
     /// The agent's name.
     pub name: String,
+}
+
+/// Where a sidecar's snapshot comes from. Both are applied by the same reload (the agent must
+/// be in it, or the last good snapshot stays), so the request path cannot tell them apart.
+#[derive(Debug, Clone)]
+pub enum SnapshotSource {
+    /// A compiled snapshot file (`warden compile`), watched.
+    File(PathBuf),
+    /// Snapshots handed over in memory (`warden sidecar --kubernetes`: the published
+    /// ConfigMap), so that the sidecar writes no file and runs on a read-only root filesystem.
+    Live {
+        /// Names the source in errors and logs, e.g. `ConfigMap warden-system/warden-mesh-snapshot`.
+        origin: String,
+        /// The latest snapshot; the sidecar starts only once it holds one.
+        snapshots: tokio::sync::watch::Receiver<Option<std::sync::Arc<warden_model::MeshSnapshot>>>,
+    },
+}
+
+impl std::fmt::Display for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Live { origin, .. } => f.write_str(origin),
+        }
+    }
 }
 
 /// Dynamic settings as given on the command line (unset: take the file's, then the default).

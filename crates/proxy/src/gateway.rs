@@ -260,7 +260,8 @@ fn install(next: Result<Policy, String>, policy: &ArcSwap<Policy>, metrics: &Met
     }
 }
 
-fn read_snapshot(path: &Path) -> Result<Arc<MeshSnapshot>, String> {
+/// The compiled snapshot in the file at `path`; errors name the file.
+pub(crate) fn read_snapshot(path: &Path) -> Result<Arc<MeshSnapshot>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let snapshot: MeshSnapshot = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a Warden snapshot: {e}", path.display()))?;

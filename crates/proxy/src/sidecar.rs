@@ -6,7 +6,7 @@
 //! caller resolved (gateway-forwarded only from gateway IDs), decided by the snapshot or the
 //! allow lists, XFCC set, streamed to the app and back. Egress: to the gateway or the named
 //! host, over mTLS when an identity is expected of it. Mode, allow lists and the snapshot are
-//! reloaded from their files.
+//! reloaded from their files, or the snapshot from memory ([`SnapshotSource::Live`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,9 +21,10 @@ use warden_model::{MeshSnapshot, MtlsMode};
 
 use crate::admin::start_admin_and_identity;
 use crate::app_uid::AppOwners;
-use crate::config::{DynamicConfig, FileConfig, SidecarConfig, SnapshotConfig};
+use crate::config::{DynamicConfig, FileConfig, SidecarConfig, SnapshotConfig, SnapshotSource};
 pub use crate::error::SidecarError;
 use crate::forward::Upstreams;
+use crate::gateway::read_snapshot;
 use crate::metrics::Metrics;
 use crate::pipeline::forward::{Destination, Forward};
 use crate::pipeline::{
@@ -54,9 +55,9 @@ pub async fn run(
     let mut settings = config.flags.resolve(file.as_ref());
     let snapshot = match &config.snapshot {
         Some(snap) => {
-            let loaded = load_snapshot(snap).map_err(SidecarError::Config)?;
+            let loaded = first_snapshot(snap).map_err(SidecarError::Config)?;
             settings = apply_snapshot(&config, settings, &loaded, snap);
-            Some(Arc::new(loaded))
+            Some(loaded)
         }
         None => None,
     };
@@ -94,10 +95,10 @@ pub async fn run(
         let target = sidecar.clone();
         watch_file(path, move || target.reload_config());
     }
-    if let Some(snap) = sidecar.config.snapshot.clone() {
+    let follow = sidecar.config.snapshot.clone().and_then(|snap| {
         let target = sidecar.clone();
-        watch_file(snap.path.clone(), move || target.reload_snapshot(&snap));
-    }
+        follow_snapshots(snap, move |snap, next| target.reload_snapshot(snap, next))
+    });
     let expiry = tokio::spawn({
         let sidecar = sidecar.clone();
         async move {
@@ -134,6 +135,9 @@ pub async fn run(
     shutdown.await;
     drain.shutdown().await;
     expiry.abort();
+    if let Some(follow) = follow {
+        follow.abort();
+    }
     Ok(())
 }
 
@@ -207,15 +211,55 @@ impl Sidecar {
     }
 }
 
-fn load_snapshot(snap: &SnapshotConfig) -> Result<MeshSnapshot, String> {
-    let text =
-        std::fs::read_to_string(&snap.path).map_err(|e| format!("{}: {e}", snap.path.display()))?;
-    let snapshot: MeshSnapshot = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a Warden snapshot: {e}", snap.path.display()))?;
+/// The snapshot to start with: the file's, or the one already handed over in memory.
+fn first_snapshot(snap: &SnapshotConfig) -> Result<Arc<MeshSnapshot>, String> {
+    let snapshot = match &snap.source {
+        SnapshotSource::File(path) => read_snapshot(path)?,
+        SnapshotSource::Live { origin, snapshots } => snapshots
+            .borrow()
+            .clone()
+            .ok_or_else(|| format!("{origin}: no snapshot yet"))?,
+    };
+    check_snapshot(snap, snapshot)
+}
+
+/// Calls `reload` with every new snapshot of `snap`'s source (a file change: the file read
+/// again, or its error; in memory: each value handed over), from a task (returned for the
+/// in-memory source, to end with the sidecar) or the file watcher.
+fn follow_snapshots(
+    snap: SnapshotConfig,
+    reload: impl Fn(&SnapshotConfig, Result<Arc<MeshSnapshot>, String>) + Send + Sync + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match snap.source.clone() {
+        SnapshotSource::File(path) => {
+            watch_file(path.clone(), move || reload(&snap, read_snapshot(&path)));
+            None
+        }
+        SnapshotSource::Live {
+            origin,
+            mut snapshots,
+        } => Some(tokio::spawn(async move {
+            while snapshots.changed().await.is_ok() {
+                let next = snapshots.borrow_and_update().clone();
+                if let Some(next) = next {
+                    reload(&snap, Ok(next));
+                }
+            }
+            tracing::warn!(%origin, "the snapshot source ended; keeping the last snapshot");
+        })),
+    }
+}
+
+/// `snapshot` if it holds this sidecar's agent (then recorded as the loaded version), else
+/// an error naming the source, the agent and the version.
+fn check_snapshot(
+    snap: &SnapshotConfig,
+    snapshot: Arc<MeshSnapshot>,
+) -> Result<Arc<MeshSnapshot>, String> {
     if snapshot.agent(&snap.namespace, &snap.name).is_none() {
         return Err(format!(
             "{}: no agent {}/{} in snapshot v{}",
-            snap.path.display(),
+            snap.source,
             snap.namespace,
             snap.name,
             snapshot.version()
@@ -264,8 +308,10 @@ impl Sidecar {
         }
     }
 
-    fn reload_snapshot(&self, snap: &SnapshotConfig) {
-        match load_snapshot(snap) {
+    /// Puts `next` in force unless it (or reading it) failed or lacks this sidecar's agent:
+    /// then the last good snapshot stays, with a warning.
+    fn reload_snapshot(&self, snap: &SnapshotConfig, next: Result<Arc<MeshSnapshot>, String>) {
+        match next.and_then(|snapshot| check_snapshot(snap, snapshot)) {
             Ok(snapshot) => {
                 let file = self
                     .config
@@ -279,7 +325,7 @@ impl Sidecar {
                     snap,
                 );
                 tracing::info!(version = snapshot.version(), "policy snapshot loaded");
-                self.store(Some(Arc::new(snapshot)), next, "snapshot");
+                self.store(Some(snapshot), next, "snapshot");
             }
             Err(e) => tracing::warn!(error = %e, "snapshot not usable; keeping the last good one"),
         }
