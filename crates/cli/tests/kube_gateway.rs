@@ -102,6 +102,7 @@ fn echo_pod(
             "--agent",
             &agent,
         ],
+        &[],
     );
     api.apply(&endpoint_slice(namespace, name, inbound));
     [echo, sidecar]
@@ -221,6 +222,7 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
             "--agent",
             "team-beta/specialist",
         ],
+        &[],
     );
     api.apply(&endpoint_slice("team-beta", "specialist", inbound));
 
@@ -450,7 +452,15 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     // Sidecars in the cluster: `warden sidecar --kubernetes` decides by the snapshot the
     // controller publishes (kube::publish); a relabel reaches the sidecar's next decision
     // within the second too.
+    // As on the injected container's read-only root filesystem: no temp dir it may write
+    // (before the snapshot went in memory, the sidecar mirrored it into $TMPDIR and did not
+    // start here).
     let sidecar_kubeconfig = kubeconfig_for(&api, &spire, UID_SPECIALIST);
+    let read_only_tmp = spire.dir().join("read-only-tmp");
+    std::fs::create_dir_all(&read_only_tmp).expect("read-only tmp");
+    std::fs::set_permissions(&read_only_tmp, std::fs::Permissions::from_mode(0o555))
+        .expect("chmod 0555");
+    let tmpdir = read_only_tmp.display().to_string();
     let (_kube_sidecar, kube_inbound, _) = sidecar_on(
         &spire,
         UID_SPECIALIST,
@@ -465,6 +475,7 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
             "--agent",
             "team-beta/specialist",
         ],
+        &[("TMPDIR", &tmpdir)],
     );
     let direct = format!("https://{kube_inbound}/headers");
     let (status, body) = orchestrator.call(&direct, &[]);

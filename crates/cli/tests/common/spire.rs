@@ -43,9 +43,23 @@ pub fn status_and_body(out: &std::process::Output) -> (String, String) {
 
 /// A `warden` process run as `uid`, logging into the fixture's directory.
 pub fn warden_as(spire: &Spire, uid: u32, name: &str, args: &[&str]) -> Running {
+    warden_as_in(spire, uid, name, args, &[])
+}
+
+/// [`warden_as`] with `env` set (e.g. a `TMPDIR` the process may not write).
+pub fn warden_as_in(
+    spire: &Spire,
+    uid: u32,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     let warden = spire.readable_copy(Path::new(WARDEN));
     let mut command = as_uid(uid, &warden);
-    command.args(args).env_remove("MTLS_MODE");
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("MTLS_MODE");
     spawn_logged(&mut command, &spire.dir().join(format!("{name}.log")))
 }
 
@@ -70,16 +84,17 @@ pub fn sidecar_as(
     app: SocketAddr,
     identity: &[&str],
 ) -> (Running, SocketAddr, SocketAddr) {
-    sidecar_on(spire, uid, free_addr(), app, identity)
+    sidecar_on(spire, uid, free_addr(), app, identity, &[])
 }
 
-/// [`sidecar_as`] with its mesh port on `inbound` (e.g. a pod IP stand-in).
+/// [`sidecar_as`] with its mesh port on `inbound` (e.g. a pod IP stand-in) and `env` set.
 pub fn sidecar_on(
     spire: &Spire,
     uid: u32,
     inbound: SocketAddr,
     app: SocketAddr,
     identity: &[&str],
+    env: &[(&str, &str)],
 ) -> (Running, SocketAddr, SocketAddr) {
     let admin = free_addr();
     let (inbound_s, app_s, admin_s) = (inbound.to_string(), app.to_string(), admin.to_string());
@@ -93,7 +108,7 @@ pub fn sidecar_on(
         &admin_s,
     ];
     args.extend(identity);
-    let process = warden_as(spire, uid, "sidecar", &args);
+    let process = warden_as_in(spire, uid, "sidecar", &args, env);
     wait_ready(spire, "sidecar", admin);
     (process, inbound, admin)
 }
