@@ -344,3 +344,70 @@ impl Sidecar {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::test_support::example_snapshot;
+
+    const ORIGIN: &str = "ConfigMap warden-system/warden-mesh-snapshot";
+
+    /// An in-memory source for `agent` (NS/NAME) and the sender that feeds it.
+    fn live(
+        agent: &str,
+    ) -> (
+        tokio::sync::watch::Sender<Option<Arc<MeshSnapshot>>>,
+        SnapshotConfig,
+    ) {
+        let (feed, snapshots) = tokio::sync::watch::channel(None);
+        let (namespace, name) = agent.split_once('/').expect("NS/NAME");
+        let snap = SnapshotConfig {
+            source: SnapshotSource::Live {
+                origin: ORIGIN.into(),
+                snapshots,
+            },
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        (feed, snap)
+    }
+
+    #[test]
+    fn an_in_memory_source_starts_only_with_a_snapshot_holding_the_agent() {
+        let (feed, snap) = live("team-beta/specialist");
+        let error = first_snapshot(&snap).expect_err("nothing handed over yet");
+        assert_eq!(error, format!("{ORIGIN}: no snapshot yet"));
+        feed.send_replace(Some(example_snapshot()));
+        assert!(first_snapshot(&snap).is_ok());
+
+        let (feed, ghost) = live("team-beta/ghost");
+        feed.send_replace(Some(example_snapshot()));
+        let error = first_snapshot(&ghost).expect_err("no such agent");
+        assert!(
+            error.starts_with(&format!(
+                "{ORIGIN}: no agent team-beta/ghost in snapshot v1"
+            )),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_snapshot_handed_over_in_memory_reaches_the_reload_until_the_source_ends() {
+        let (feed, snap) = live("team-beta/specialist");
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let task = follow_snapshots(snap, move |_, next| {
+            let _ = seen_tx.send(next.map(|s| s.version()));
+        })
+        .expect("the in-memory source is followed by a task");
+        feed.send_replace(Some(example_snapshot()));
+        let first = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+        assert_eq!(first.expect("reloaded within 5 s"), Some(Ok(1)));
+        // The source ending (the mirror dropped) ends the task; nothing else was reloaded.
+        drop(feed);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends with its source")
+            .expect("the task did not panic");
+        assert_eq!(seen.recv().await, None);
+    }
+}
