@@ -189,6 +189,18 @@ impl Mesh {
         }
     }
 
+    /// grpc_client.py's `refused` mode to `target` as `who`: the refusal the SDK saw must
+    /// name each of `names` (a gRPC code, a caller, a rule); `what` labels it in the log.
+    fn assert_refused(&self, what: &str, target: &str, who: Caller, names: &[&str]) {
+        let seen = self.client("refused", target, who);
+        let said = seen["refused"].as_str().unwrap_or_default();
+        eprintln!("a2a-sdk gRPC refusal ({what}): {said}");
+        assert!(
+            names.iter().all(|name| said.contains(name)),
+            "{what}: {said}"
+        );
+    }
+
     /// Runs grpc_client.py `mode` with `target` as `who`.
     fn client(&self, mode: &str, target: &str, who: Caller) -> serde_json::Value {
         let script = warden_testkit::sdk::sources().join("python/grpc_client.py");
@@ -342,53 +354,30 @@ async fn a2a_sdk_grpc_client_and_server_work_through_gateway_and_sidecar() {
     );
 
     // Refusals are gRPC statuses naming who was refused and the rule.
-    let rogue = mesh.client(
-        "refused",
-        &mesh.grpc_target("specialist"),
+    let specialist = mesh.grpc_target("specialist");
+    mesh.assert_refused(
+        "rogue",
+        &specialist,
         Caller::Svid("rogue"),
+        &["PERMISSION_DENIED", ROGUE, "namespace_selector"],
     );
-    let said = rogue["refused"].as_str().unwrap_or_default();
-    eprintln!("a2a-sdk gRPC refusal (rogue): {said}");
-    assert!(
-        said.contains("PERMISSION_DENIED")
-            && said.contains(ROGUE)
-            && said.contains("namespace_selector"),
-        "{said}"
-    );
-    let anonymous = mesh.client(
-        "refused",
-        &mesh.grpc_target("specialist"),
+    mesh.assert_refused(
+        "no certificate",
+        &specialist,
         Caller::NoCertificate,
+        &["UNAUTHENTICATED", "anonymous", "namespace_selector"],
     );
-    let said = anonymous["refused"].as_str().unwrap_or_default();
-    eprintln!("a2a-sdk gRPC refusal (no certificate): {said}");
-    assert!(
-        said.contains("UNAUTHENTICATED")
-            && said.contains("anonymous")
-            && said.contains("namespace_selector"),
-        "{said}"
-    );
-    let plaintext = mesh.client(
-        "refused",
-        &mesh.grpc_target("specialist"),
+    mesh.assert_refused(
+        "h2c, no TLS",
+        &specialist,
         Caller::Plaintext,
+        &["UNAUTHENTICATED", "namespace_selector"],
     );
-    let said = plaintext["refused"].as_str().unwrap_or_default();
-    eprintln!("a2a-sdk gRPC refusal (h2c, no TLS): {said}");
-    assert!(
-        said.contains("UNAUTHENTICATED") && said.contains("namespace_selector"),
-        "{said}"
-    );
-    let ghost = mesh.client(
-        "refused",
+    mesh.assert_refused(
+        "unknown agent",
         &mesh.grpc_target("ghost"),
         Caller::Svid("orchestrator"),
-    );
-    let said = ghost["refused"].as_str().unwrap_or_default();
-    eprintln!("a2a-sdk gRPC refusal (unknown agent): {said}");
-    assert!(
-        said.contains("NOT_FOUND") && said.contains("unknown_target"),
-        "{said}"
+        &["NOT_FOUND", "unknown_target"],
     );
 
     // The sidecar's own refusal (a caller that skips the gateway) is a gRPC status too.
@@ -456,16 +445,11 @@ async fn a_grpc_call_the_sidecar_refuses_is_a_status_and_audited_with_the_sideca
         .uid
         .wrapping_add(4242);
     let mesh = Mesh::start_with_app_uid(python, other);
-    let seen = mesh.client(
-        "refused",
+    mesh.assert_refused(
+        "app not owned",
         &mesh.grpc_target("specialist"),
         Caller::Svid("orchestrator"),
-    );
-    let said = seen["refused"].as_str().unwrap_or_default();
-    eprintln!("a2a-sdk gRPC refusal (app not owned): {said}");
-    assert!(
-        said.contains("UNAVAILABLE") && said.contains("app_not_owned"),
-        "{said}"
+        &["UNAVAILABLE", "app_not_owned"],
     );
 
     // A raw gRPC call through the gateway: the status reaches the client, the header does not.
