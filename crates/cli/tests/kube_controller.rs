@@ -6,7 +6,8 @@
 //! - with SPIRE: `kubectl get agents` shows MTLSReady True and CARD mtls with the attested
 //!   ID; a slice pointing at another agent's sidecar is refused (wrong identity); the mode goes
 //!   into the Deployment's pod template and a mode change makes a new ReplicaSet; a Namespace
-//!   relabel flips Accepted;
+//!   relabel flips Accepted; an agent whose app is a2a-sdk's gRPC server (no card GET) is
+//!   Ready with its static card, its sidecar attested over mTLS;
 //! - without SPIRE: MTLSReady False SPIREUnavailable and a Warning event, True once the
 //!   SPIFFE CSI driver appears; cards over plain HTTP; kagenti's deprecated flags warn, and
 //!   only when given; a second replica stands by (the Lease).
@@ -31,6 +32,18 @@ const CONTROLLER: &str = "spiffe://warden.local/ns/warden-system/sa/warden-contr
 const ORCHESTRATOR_ID: &str = common::ORCHESTRATOR;
 const UID_SPECIALIST: u32 = 42001;
 const UID_ORCHESTRATOR: u32 = 42002;
+const UID_GRPC_DESK: u32 = 42003;
+const GRPC_DESK: &str = "spiffe://warden.local/ns/team-beta/sa/grpc-desk";
+/// A Strict agent whose app is a2a-sdk's gRPC server, which answers no HTTP/1.1 (no card
+/// GET) and has no RPC for its public card: its card is the static `spec.card`.
+const GRPC_DESK_AGENT: &str = "apiVersion: warden.dev/v1alpha1\nkind: Agent\n\
+    metadata: {name: grpc-desk, namespace: team-beta}\n\
+    spec:\n  description: a2a-sdk gRPC app\n  mtls: {mode: Strict}\n  card:\n    \
+    name: grpc-desk\n    description: a2a-sdk gRPC agent\n    version: 1.0.0\n    \
+    supportedInterfaces:\n      - url: \"127.0.0.1:1\"\n        protocolBinding: GRPC\n        \
+    protocolVersion: \"1.0\"\n    capabilities: {streaming: true}\n    \
+    defaultInputModes: [text/plain]\n    defaultOutputModes: [text/plain]\n    \
+    skills: [{id: echo, name: echo, description: echoes, tags: [echo]}]\n";
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// From `warden install`: the CRDs, the namespace and the least-privilege RBAC (the
@@ -209,7 +222,10 @@ fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 fn sidecar(spire: &Spire, uid: u32, agent: &str, app: SocketAddr) -> (Running, SocketAddr) {
     let snapshot = spire.dir().join("snapshot.json");
     if !snapshot.exists() {
-        compile_example(&snapshot, |t| t.to_owned());
+        compile_example(&snapshot, |t| match t.contains("name: specialist") {
+            true => format!("{t}\n---\n{GRPC_DESK_AGENT}"),
+            false => t.to_owned(),
+        });
         // warden writes it owner-only; the workloads' uids must read it.
         std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -232,12 +248,33 @@ fn sidecar(spire: &Spire, uid: u32, agent: &str, app: SocketAddr) -> (Running, S
     (process, inbound)
 }
 
+/// `team-beta/grpc-desk` (the agent, its a2a-sdk gRPC app, its sidecar, its slice); the
+/// processes run until dropped.
+fn grpc_desk(api: &KubeApi, spire: &Spire, python: &Path) -> [Running; 2] {
+    api.apply(GRPC_DESK_AGENT);
+    let app = free_addr();
+    let script = warden_testkit::sdk::sources().join("python/grpc_agent.py");
+    let log = spire.dir().join("grpc-desk-app.log");
+    let app_process = spawn_logged(
+        Command::new(python)
+            .arg(script)
+            .arg(app.to_string())
+            .arg("1"),
+        &log,
+    );
+    warden_testkit::process::wait_listening(app, Duration::from_secs(20));
+    let (sidecar, inbound) = sidecar(spire, UID_GRPC_DESK, "team-beta/grpc-desk", app);
+    endpoint_slice(api, "team-beta", "grpc-desk", inbound);
+    [app_process, sidecar]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
     let entries = [
         Entry::new(CONTROLLER, 0, HOUR),
         Entry::new(SPECIALIST, UID_SPECIALIST, HOUR),
         Entry::new(ORCHESTRATOR_ID, UID_ORCHESTRATOR, HOUR),
+        Entry::new(GRPC_DESK, UID_GRPC_DESK, HOUR),
     ];
     let Some(spire) = Spire::start("warden.local", &entries) else {
         return;
@@ -258,6 +295,9 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         app.addr,
     );
     endpoint_slice(&api, "team-beta", "specialist", specialist_inbound);
+    // The gRPC-only agent, when the Python SDK is installed (else a loud skip notice).
+    let grpc_desk = warden_testkit::sdk::python("kube controller: a gRPC-only agent's card")
+        .map(|python| grpc_desk(&api, &spire, &python));
     // The rogue's slice points at the orchestrator's sidecar: it cannot prove the rogue's ID.
     endpoint_slice(&api, "team-gamma", "rogue", orchestrator_inbound);
     // The controller's Workload API socket is not there yet: SPIRE "starts" after the
@@ -327,6 +367,25 @@ async fn with_spire_cards_are_fetched_over_mtls_and_modes_roll_workloads() {
         ),
         agent_field(&api, "team-beta", "specialist", ".metadata.generation")
     );
+
+    // The gRPC-only agent: its static card, its sidecar attested over mTLS, Ready.
+    if grpc_desk.is_some() {
+        eventually(
+            "grpc-desk's static card over mTLS",
+            Duration::from_secs(15),
+            &controller.log,
+            || condition(&api, "team-beta", "grpc-desk", "Ready", "status") == "True",
+        );
+        let card = |field: &str| agent_field(&api, "team-beta", "grpc-desk", field);
+        assert_eq!(card(".status.card.transportSecurity"), "mtls");
+        assert_eq!(card(".status.card.attestedSpiffeId"), GRPC_DESK);
+        assert_eq!(card(".status.card.cardHash").len(), 64);
+        let message = condition(&api, "team-beta", "grpc-desk", "CardDiscovered", "message");
+        assert!(
+            message.starts_with("the static card (spec.card);") && message.contains(GRPC_DESK),
+            "{message}"
+        );
+    }
 
     // The rogue: not admitted, and its "pod" proves another identity.
     eventually(

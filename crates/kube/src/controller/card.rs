@@ -15,6 +15,10 @@
 //! API, with the kill switch (`--enable-verified-fetch=false`), or for a Disabled agent: plain
 //! HTTP, recorded as `transportSecurity: http` with no attested ID. Bounded by a timeout and a
 //! size cap.
+//!
+//! What: the card the app serves — or, for an agent with a static card (`spec.card`), that
+//! card once the agent's sidecar answered (over mTLS, proving the agent's ID), since it is
+//! what the gateway serves and the only card a gRPC-only app has.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,7 @@ use warden_identity::{IdentityCell, SvidSource};
 use warden_model::resources::{CardStatus, TransportSecurity};
 use warden_model::{CompiledAgent, MtlsMode};
 use warden_proxy::forward::{Upstreams, Via};
+use warden_proxy::http::GeneratedError;
 
 use crate::endpoints::{SERVICE_NAME_LABEL, endpoint_map};
 
@@ -141,17 +146,33 @@ impl CardFetcher {
         let exchange = async {
             let response = upstreams.send(request, via).await;
             let status = response.status();
+            // No GeneratedError: the peer answered over the connection (mTLS proving `via`'s
+            // ID), not an error this process made up for a refused connect, a failed
+            // handshake or a timeout.
+            let from_peer = response.extensions().get::<GeneratedError>().is_none();
             let body = Limited::new(response.into_body(), MAX_CARD_BYTES)
                 .collect()
                 .await
                 .map(|c| c.to_bytes())
                 .map_err(|e| format!("reading the card (at most {MAX_CARD_BYTES} bytes): {e}"))?;
-            Ok::<_, String>((status, body))
+            Ok::<_, String>((status, body, from_peer))
         };
-        let (status, body) = tokio::time::timeout(CARD_TIMEOUT, exchange)
+        let (status, body, from_peer) = tokio::time::timeout(CARD_TIMEOUT, exchange)
             .await
             .map_err(|_| failed(format!("{what}: no answer within {CARD_TIMEOUT:?}")))?
             .map_err(|e| failed(format!("{what}: {e}")))?;
+        // A static card (`spec.card`) is the card the gateway serves (it never asks the app),
+        // and the only one an app that speaks no HTTP/1.1 has: a gRPC-only app (a2a-sdk's
+        // gRPC server) answers no GET and has no RPC for its public card. The sidecar's own
+        // answer, whatever it says of the app, proves who serves the endpoint; whether the app
+        // serves is the pod's readiness, which put the address in the EndpointSlice.
+        if let Some(card) = &agent.card
+            && from_peer
+        {
+            let mut fetched = fetched(agent, transport, card.to_string().as_bytes(), endpoint);
+            fetched.static_card = true;
+            return Ok(fetched);
+        }
         if !status.is_success() {
             return Err(failed(format!(
                 "{what}: {status} {}",
@@ -164,20 +185,30 @@ impl CardFetcher {
                 message: format!("{what}: not JSON: {e}"),
             });
         }
-        Ok(FetchedCard {
-            card: CardStatus {
-                transport_security: match transport {
-                    Transport::Mtls => TransportSecurity::Mtls,
-                    Transport::Http => TransportSecurity::Http,
-                },
-                // Via::Mesh completes a handshake only with a server proving exactly this ID.
-                attested_spiffe_id: (transport == Transport::Mtls)
-                    .then(|| agent.spiffe_id.to_string()),
-                card_hash: Some(hex::encode(Sha256::digest(&body))),
-                last_fetch_time: Some(now()),
+        Ok(fetched(agent, transport, &body, endpoint))
+    }
+}
+
+/// The status of `card`, fetched from `endpoint` over `transport`.
+fn fetched(
+    agent: &CompiledAgent,
+    transport: Transport,
+    card: &[u8],
+    endpoint: &str,
+) -> FetchedCard {
+    FetchedCard {
+        card: CardStatus {
+            transport_security: match transport {
+                Transport::Mtls => TransportSecurity::Mtls,
+                Transport::Http => TransportSecurity::Http,
             },
-            endpoint: endpoint.to_string(),
-        })
+            // Via::Mesh completes a handshake only with a server proving exactly this ID.
+            attested_spiffe_id: (transport == Transport::Mtls).then(|| agent.spiffe_id.to_string()),
+            card_hash: Some(hex::encode(Sha256::digest(card))),
+            last_fetch_time: Some(now()),
+        },
+        endpoint: endpoint.to_string(),
+        static_card: false,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct FetchedCard {
     pub card: CardStatus,
     /// Where it was fetched from, for the message.
     pub endpoint: String,
+    /// The card is the agent's static `spec.card`, taken once its endpoint answered (what a
+    /// gRPC-only app needs); the message must not say it was fetched.
+    pub static_card: bool,
 }
 
 /// Why there is no card.
@@ -232,7 +235,13 @@ fn card_discovered(card: Option<&CardOutcome>) -> Want {
                 CARD_DISCOVERED,
                 true,
                 "CardFetched",
-                format!("fetched from {} {how}", fetched.endpoint),
+                match fetched.static_card {
+                    false => format!("fetched from {} {how}", fetched.endpoint),
+                    true => format!(
+                        "the static card (spec.card); {} answered {how}",
+                        fetched.endpoint
+                    ),
+                },
             )
         }
         Some(Err(problem)) => Want::new(
@@ -293,6 +302,7 @@ mod tests {
                 last_fetch_time: Some(time(100)),
             },
             endpoint: "10.0.0.1:8080".into(),
+            static_card: false,
         })
     }
 
