@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party proxies `warden-bench` compares Warden with, from Debian:
-#   nginx   (package nginx-light)  the nginx-mtls row
-#   haproxy (package haproxy)      the haproxy-mtls row
+#   nginx   (package nginx-light)  the nginx-mtls and nginx-mesh rows
+#   haproxy (package haproxy)      the haproxy-mtls and haproxy-mesh rows
 # Idempotent: installs only what is missing (apt-get update once, only then), and prints the
 # versions in use. Not part of CI (scripts/test.sh): the bench is run by hand.
 # Usage: scripts/install-bench-deps.sh

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::setup::rss_kib;
+use crate::os::rss_kib;
 
 /// The declared size of each body (the gateway's default body cap is 10 MiB).
 const DECLARED: usize = 9_900_000;

@@ -3,7 +3,8 @@
 //!
 //! Scenarios: `direct` (client → upstream), `nginx-mtls` and `haproxy-mtls` (client → nginx or
 //! HAProxy terminating mTLS → upstream), `sidecar-mtls` (client → Strict sidecar → upstream),
-//! `mesh-path` (client → sidecar egress → gateway → sidecar → upstream), `handshakes` (new
+//! `mesh-path` (client → sidecar egress → gateway → sidecar → upstream), `nginx-mesh` and
+//! `haproxy-mesh` (the same three hops built from nginx or HAProxy), `handshakes` (new
 //! mTLS handshakes per second), `memory` (RSS idle and with 1,000 connections),
 //! `gateway-burst` (the gateway's RSS after 60 stalled ~9.9 MB anonymous bodies), `policy`
 //! (one decision with 100,000 agents). Each request is an A2A `SendMessage` of 1 KiB. With
@@ -12,6 +13,8 @@
 
 mod burst;
 mod load;
+mod os;
+mod peers;
 mod setup;
 mod targets;
 
@@ -38,8 +41,8 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     connections: usize,
     /// Run only these scenarios (comma-separated: direct, nginx-mtls, haproxy-mtls,
-    /// sidecar-mtls, mesh-path, handshakes, memory, gateway-burst, policy); for profiling one
-    /// path.
+    /// sidecar-mtls, nginx-mesh, haproxy-mesh, mesh-path, handshakes, memory, gateway-burst,
+    /// policy); for profiling one path.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per closed and open loop [default: 15, or 4 with --quick].
@@ -55,11 +58,13 @@ struct Args {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "direct",
     "nginx-mtls",
     "haproxy-mtls",
     "sidecar-mtls",
+    "nginx-mesh",
+    "haproxy-mesh",
     "mesh-path",
     "handshakes",
     "memory",
@@ -193,9 +198,9 @@ async fn handshake_rates(
     target: &std::sync::Arc<load::Target>,
     duration: Duration,
 ) -> anyhow::Result<(f64, f64)> {
-    let cpu_before = setup::cpu_seconds(&target.pids);
+    let cpu_before = os::cpu_seconds(&target.pids);
     let completed = load::handshakes(target, duration).await?;
-    let cpu = setup::cpu_seconds(&target.pids) - cpu_before;
+    let cpu = os::cpu_seconds(&target.pids) - cpu_before;
     Ok((completed.per_second(), completed.count as f64 / cpu))
 }
 
@@ -235,10 +240,10 @@ async fn measure(
 ) -> anyhow::Result<Scenario> {
     eprintln!("running {name}…");
     let duration = Duration::from_secs(seconds);
-    let cpu_before = setup::cpu_seconds(&target.pids);
+    let cpu_before = os::cpu_seconds(&target.pids);
     let completed = load::closed_loop(target, args.connections, duration).await?;
     let latencies = load::open_loop(target, args.rate, duration).await?;
-    let cpu = setup::cpu_seconds(&target.pids) - cpu_before;
+    let cpu = os::cpu_seconds(&target.pids) - cpu_before;
     let requests = completed.count as f64 + latencies.count() as f64;
     Ok(Scenario {
         name: name.into(),
@@ -248,7 +253,7 @@ async fn measure(
         p99_ms: Some(latencies.quantile(0.99)),
         max_ms: Some(latencies.max()),
         cpu_seconds: (!target.pids.is_empty()).then_some(cpu),
-        rss_kib: target.pids.first().and_then(|p| setup::rss_kib(*p)),
+        rss_kib: target.pids.first().and_then(|p| os::rss_kib(*p)),
         ..Scenario::default()
     })
 }
@@ -281,37 +286,34 @@ fn add_ratios(report: &mut Report) {
     }
 }
 
-/// The request rows, in order: third-party peers, then each Warden row followed by its
-/// baseline twin (when `--baseline` was given), so that the two see the same machine.
+/// The request rows, in the order of [`SCENARIOS`], each Warden row followed by its baseline
+/// twin (when `--baseline` was given), so that the two see the same machine.
 async fn request_rows(
     env: &setup::Env,
     args: &Args,
     seconds: u64,
     wanted: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Vec<Scenario>> {
-    let mut rows = Vec::new();
-    let mut targets: Vec<(String, Result<std::sync::Arc<load::Target>, String>)> = vec![
-        ("direct".into(), Ok(env.direct())),
-        ("nginx-mtls".into(), env.nginx()),
-        ("haproxy-mtls".into(), env.haproxy()),
-    ];
-    for (name, baseline) in [
-        ("sidecar-mtls", false),
-        ("sidecar-mtls", true),
-        ("mesh-path", false),
-        ("mesh-path", true),
-    ] {
-        let target = if name == "sidecar-mtls" {
-            env.sidecar(baseline)
-        } else {
-            env.mesh_path(baseline)
-        };
-        match (target, baseline) {
-            (Some(t), false) => targets.push((name.into(), Ok(t))),
-            (Some(t), true) => targets.push((format!("{name}{BASELINE}"), Ok(t))),
-            (None, _) => {}
+    let mut targets: Vec<(String, Result<std::sync::Arc<load::Target>, String>)> =
+        vec![("direct".into(), Ok(env.direct()))];
+    for name in SCENARIOS.into_iter().filter(|name| wanted(name)) {
+        if let Some(peer) = peers::Peer::ALL.into_iter().find(|p| p.row() == name) {
+            targets.push((name.into(), env.peer(peer)));
+        }
+        for baseline in [false, true] {
+            let target = match name {
+                "sidecar-mtls" => env.sidecar(baseline),
+                "mesh-path" => env.mesh_path(baseline),
+                _ => None,
+            };
+            let row = match baseline {
+                false => name.to_owned(),
+                true => format!("{name}{BASELINE}"),
+            };
+            targets.extend(target.map(|t| (row, Ok(t))));
         }
     }
+    let mut rows = Vec::new();
     for (name, target) in targets {
         if !wanted(name.trim_end_matches(BASELINE)) {
             continue;
@@ -342,13 +344,13 @@ async fn run_handshakes(env: &setup::Env, report: &mut Report, seconds: u64) -> 
         report.baseline_handshakes_per_sec = Some(rate);
         report.baseline_handshakes_per_sidecar_cpu_sec = Some(per_cpu);
     }
-    if let Ok(nginx) = env.nginx() {
+    if let Ok(nginx) = env.peer(peers::Peer::NginxMtls) {
         eprintln!("running handshakes against nginx…");
         let (rate, per_cpu) = handshake_rates(&nginx, duration).await?;
         report.nginx_handshakes_per_sec = Some(rate);
         report.nginx_handshakes_per_cpu_sec = Some(per_cpu);
     }
-    if let Ok(haproxy) = env.haproxy() {
+    if let Ok(haproxy) = env.peer(peers::Peer::HaproxyMtls) {
         eprintln!("running handshakes against haproxy…");
         let (rate, per_cpu) = handshake_rates(&haproxy, duration).await?;
         report.haproxy_handshakes_per_sec = Some(rate);
@@ -386,8 +388,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let env = setup::Env::start(
         &warden,
         setup::Wanted {
-            nginx: wanted("nginx-mtls"),
-            haproxy: wanted("haproxy-mtls"),
+            peers: peers::Peer::ALL
+                .into_iter()
+                .filter(|p| wanted(p.row()))
+                .collect(),
             baseline: args.baseline.as_deref(),
         },
     )

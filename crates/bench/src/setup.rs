@@ -1,4 +1,5 @@
-//! The systems under test, all on loopback: a minimal upstream, Warden's processes, nginx.
+//! The systems under test, all on loopback: a minimal upstream, Warden's processes, and the
+//! third-party proxies of [`crate::peers`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,31 +20,15 @@ use warden_proxy::config::Limits;
 use warden_proxy::forward::Upstreams;
 
 use crate::load::{Target, hold_connections};
+use crate::os::{Procs, free, rss_kib, wait_listening};
+use crate::peers::{Certs, GATEWAY_NAME, Peer, SERVER_NAME};
+
+/// A third-party row's listener and processes (workers included), or why it is not running.
+pub type ThirdParty = Result<(SocketAddr, Vec<u32>), String>;
 
 const SERVER: &str = "spiffe://warden.local/ns/bench-b/sa/server";
 const CLIENT: &str = "spiffe://warden.local/ns/bench-a/sa/client";
-
-/// Child processes, killed on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    /// SIGTERM (nginx's master then stops its workers; sidecars drain), SIGKILL after 5 s.
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for c in &mut self.0 {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+const GATEWAY: &str = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
 
 /// The run's scratch directory (CA, SVIDs, snapshot, logs), removed at the end.
 struct Scratch(PathBuf);
@@ -53,9 +38,6 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
-/// A third-party proxy terminating the same mTLS (nginx, HAProxy), or why it is not running.
-pub type ThirdParty = Result<(SocketAddr, Vec<u32>), String>;
 
 /// One set of Warden's processes, all from one binary: the Strict sidecar of `sidecar-mtls`
 /// and the egress sidecar, gateway and target sidecar of `mesh-path`.
@@ -86,27 +68,11 @@ pub struct Env {
     warden: Wardens,
     /// The same processes from the `--baseline` binary, for before/after in one run.
     baseline: Option<Wardens>,
-    nginx: ThirdParty,
-    haproxy: ThirdParty,
+    /// Each third-party row, started or why not.
+    peers: Vec<(Peer, ThirdParty)>,
     _procs: Procs,
     /// Last, so that it goes after the processes that use it have stopped.
     _dir: Scratch,
-}
-
-fn free() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(15),
-            "nothing listening on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// The upstream: answers every request with a small JSON-RPC result, as fast as it can.
@@ -163,7 +129,6 @@ async fn start_wardens(
 ) -> anyhow::Result<Wardens> {
     let (sidecar, mesh_in, egress, client_in, gateway) =
         (free()?, free()?, free()?, free()?, free()?);
-    let gw_id = "spiffe://warden.local/ns/warden-system/sa/warden-gateway";
     let log = |name: &str| dir.join(format!("{tag}-{name}.log"));
     let first = procs.0.len();
     // sidecar-mtls: a Strict sidecar in front of the upstream.
@@ -234,7 +199,7 @@ async fn start_wardens(
             s("--gateway-url"),
             format!("http://{gateway}"),
             s("--gateway-id"),
-            s(gw_id),
+            s(GATEWAY),
             s("--svid-dir"),
             s(m.client.display()),
         ],
@@ -257,35 +222,28 @@ async fn start_wardens(
     })
 }
 
-/// Starts a third-party proxy when asked for, keeping its processes in `procs`.
+/// Starts `peer` when asked for, keeping its processes in `procs`.
 fn third_party(
+    peer: Peer,
     wanted: bool,
     procs: &mut Procs,
-    start: impl FnOnce() -> anyhow::Result<(SocketAddr, Child)>,
+    dir: &Path,
+    upstream: SocketAddr,
+    certs: &Certs,
 ) -> ThirdParty {
     if !wanted {
         return Err("not asked for".into());
     }
-    match start() {
-        Ok((addr, child)) => {
-            let mut pids = vec![child.id()];
-            pids.extend(children_of(child.id()));
-            procs.0.push(child);
-            Ok((addr, pids))
-        }
-        Err(e) => {
-            eprintln!("warden-bench: {e}");
-            Err(e.to_string())
-        }
-    }
+    let (addr, started) = peer.start(dir, upstream, certs)?;
+    let pids = started.pids();
+    procs.adopt(started);
+    Ok((addr, pids))
 }
 
 /// Which optional parts of the environment to start.
 pub struct Wanted<'a> {
-    /// Start nginx.
-    pub nginx: bool,
-    /// Start HAProxy.
-    pub haproxy: bool,
+    /// Start these third-party rows.
+    pub peers: Vec<Peer>,
     /// Also start Warden's processes from this binary.
     pub baseline: Option<&'a Path>,
 }
@@ -306,10 +264,7 @@ impl Env {
         };
         let server_dir = write(SERVER, "server")?;
         let client_dir = write(CLIENT, "client")?;
-        let gateway_dir = write(
-            "spiffe://warden.local/ns/warden-system/sa/warden-gateway",
-            "gateway",
-        )?;
+        let gateway_dir = write(GATEWAY, "gateway")?;
         let svid = ca.issue_x509(&SpiffeId::new(CLIENT)?, Duration::from_secs(3600))?;
         let identity = IdentityCell::with(X509Identity::new(
             svid.chain.clone(),
@@ -351,20 +306,38 @@ impl Env {
             ),
             None => None,
         };
-        let nginx = third_party(wanted.nginx, &mut procs, || {
-            start_nginx(&dir, upstream, &server_dir)
-        });
-        let haproxy = third_party(wanted.haproxy, &mut procs, || {
-            start_haproxy(&dir, upstream, &server_dir)
-        });
+        // The third-party proxies check DNS names, not SPIFFE IDs: their certificates carry
+        // both.
+        let named = |id: &str, dns: &str, name: &str| -> anyhow::Result<PathBuf> {
+            let out = dir.join(name);
+            ca.issue_x509_named(
+                &SpiffeId::new(id)?,
+                &[dns.into()],
+                Duration::from_secs(3600),
+            )?
+            .write_files(&out, ca.bundle())?;
+            Ok(out)
+        };
+        let certs = Certs {
+            server: named(SERVER, SERVER_NAME, "peer-server")?,
+            gateway: named(GATEWAY, GATEWAY_NAME, "peer-gateway")?,
+            client: material.client.clone(),
+        };
+        let peers = Peer::ALL
+            .into_iter()
+            .map(|peer| {
+                let wanted = wanted.peers.contains(&peer);
+                let started = third_party(peer, wanted, &mut procs, &dir, upstream, &certs);
+                (peer, started)
+            })
+            .collect();
         Ok(Self {
             upstream,
             client,
             tls: Arc::new(tls),
             warden: ours,
             baseline,
-            nginx,
-            haproxy,
+            peers,
             _procs: procs,
             _dir: scratch,
         })
@@ -426,25 +399,28 @@ impl Env {
         ))
     }
 
-    /// A third-party proxy's target, or why it is not running.
-    fn third_party_target(&self, peer: &ThirdParty) -> Result<Arc<Target>, String> {
-        let (addr, pids) = peer.as_ref().map_err(Clone::clone)?;
-        Ok(self.target(
-            format!("https://{addr}/"),
-            Some(SERVER),
-            pids.clone(),
-            *addr,
-        ))
-    }
-
-    /// nginx terminating the same mTLS, or why it is not running.
-    pub fn nginx(&self) -> Result<Arc<Target>, String> {
-        self.third_party_target(&self.nginx)
-    }
-
-    /// HAProxy terminating the same mTLS, or why it is not running.
-    pub fn haproxy(&self) -> Result<Arc<Target>, String> {
-        self.third_party_target(&self.haproxy)
+    /// A third-party row's target, or why it is not running.
+    pub fn peer(&self, peer: Peer) -> Result<Arc<Target>, String> {
+        let (_, started) = self
+            .peers
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .ok_or("not asked for")?;
+        let (addr, pids) = started.as_ref().map_err(Clone::clone)?;
+        Ok(match peer.mtls() {
+            true => self.target(
+                format!("https://{addr}/"),
+                Some(SERVER),
+                pids.clone(),
+                *addr,
+            ),
+            false => self.target(
+                format!("http://{addr}/api/a2a/bench-b/server/"),
+                None,
+                pids.clone(),
+                *addr,
+            ),
+        })
     }
 
     /// Sidecar RSS idle (at start) and with 1,000 open mTLS connections.
@@ -474,151 +450,6 @@ impl Env {
     pub fn gateway(&self) -> (SocketAddr, u32) {
         (self.warden.gateway, self.warden.gateway_pid)
     }
-}
-
-/// The client and server sides of nginx's and HAProxy's mTLS: the server's SVID, and the
-/// bundle client certificates must chain to.
-fn peer_files(certs: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        certs.join("svid.pem"),
-        certs.join("svid_key.pem"),
-        certs.join("svid_bundle.pem"),
-    )
-}
-
-/// nginx terminating mTLS with the same certificates, proxying to the upstream with keep-alive.
-fn start_nginx(
-    dir: &Path,
-    upstream: SocketAddr,
-    certs: &Path,
-) -> anyhow::Result<(SocketAddr, Child)> {
-    let nginx = which("nginx").ok_or_else(|| {
-        anyhow::anyhow!("nginx-mtls: nginx is not installed (scripts/install-bench-deps.sh)")
-    })?;
-    let listen = free()?;
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs"))?;
-    let (cert, key, bundle) = peer_files(certs);
-    let conf = format!(
-        "worker_processes auto; daemon off; pid {p}/nginx.pid; error_log {p}/logs/error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
-           upstream up {{ server {upstream}; keepalive 64; }}\n\
-           server {{ listen {listen} ssl; ssl_protocols TLSv1.3 TLSv1.2;\n\
-             ssl_certificate {c}; ssl_certificate_key {k};\n\
-             ssl_client_certificate {b}; ssl_verify_client on; ssl_verify_depth 2;\n\
-             location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
-        p = prefix.display(),
-        c = cert.display(),
-        k = key.display(),
-        b = bundle.display(),
-    );
-    std::fs::write(prefix.join("nginx.conf"), conf)?;
-    let child = Command::new(nginx)
-        .args([
-            "-p",
-            &prefix.display().to_string(),
-            "-c",
-            &prefix.join("nginx.conf").display().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    wait_listening(listen)?;
-    std::thread::sleep(Duration::from_millis(200));
-    Ok((listen, child))
-}
-
-/// HAProxy terminating mTLS with the same certificates (client certificate required, chained
-/// to the same bundle), proxying to the upstream over kept-alive, reused connections; one
-/// thread per CPU, as nginx's `worker_processes auto`.
-fn start_haproxy(
-    dir: &Path,
-    upstream: SocketAddr,
-    certs: &Path,
-) -> anyhow::Result<(SocketAddr, Child)> {
-    let haproxy = which("haproxy").ok_or_else(|| {
-        anyhow::anyhow!("haproxy-mtls: haproxy is not installed (scripts/install-bench-deps.sh)")
-    })?;
-    let listen = free()?;
-    let prefix = dir.join("haproxy");
-    std::fs::create_dir_all(&prefix)?;
-    let (cert, key, bundle) = peer_files(certs);
-    // HAProxy takes the certificate chain and its key in one file.
-    let mut combined = std::fs::read(&cert)?;
-    combined.extend(std::fs::read(&key)?);
-    let pem = prefix.join("server.pem");
-    std::fs::write(&pem, combined)?;
-    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let conf = format!(
-        "global\n  maxconn 8192\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n\
-         defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n\
-         frontend mtls\n  bind {listen} ssl crt {pem} ca-file {b} verify required\n  default_backend up\n\
-         backend up\n  server up {upstream}\n",
-        pem = pem.display(),
-        b = bundle.display(),
-    );
-    let cfg = prefix.join("haproxy.cfg");
-    std::fs::write(&cfg, conf)?;
-    let log = std::fs::File::create(prefix.join("haproxy.log"))?;
-    let child = Command::new(haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    wait_listening(listen).map_err(|e| {
-        let why = std::fs::read_to_string(prefix.join("haproxy.log")).unwrap_or_default();
-        anyhow::anyhow!("haproxy-mtls: haproxy did not start ({e}): {why}")
-    })?;
-    std::thread::sleep(Duration::from_millis(200));
-    Ok((listen, child))
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (!path.is_empty()).then(|| PathBuf::from(path))
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Resident set size from /proc.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
-/// User + system CPU seconds of the processes.
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            let after = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / ticks
 }
 
 /// Average cost of one policy decision with 100,000 agents in 10,000 namespaces.

@@ -91,6 +91,28 @@ pub fn checks(report: &Report) -> Vec<Check> {
             ratio(report, "sidecar-mtls", "haproxy-mtls", cpu),
             Reading,
         ),
+        // What the same three hops cost when built from nginx or HAProxy: how much of the
+        // 2.5 × is the path itself (three processes, four TLS legs) rather than Warden.
+        check(
+            "nginx-mesh cpu/req ÷ nginx-mtls cpu/req (the 2.5 × applied to nginx; for reading)",
+            ratio(report, "nginx-mesh", "nginx-mtls", cpu),
+            Reading,
+        ),
+        check(
+            "haproxy-mesh cpu/req ÷ haproxy-mtls cpu/req (for reading)",
+            ratio(report, "haproxy-mesh", "haproxy-mtls", cpu),
+            Reading,
+        ),
+        check(
+            "mesh-path cpu/req ÷ nginx-mesh cpu/req (for reading)",
+            ratio(report, "mesh-path", "nginx-mesh", cpu),
+            Reading,
+        ),
+        check(
+            "mesh-path cpu/req ÷ haproxy-mesh cpu/req (for reading)",
+            ratio(report, "mesh-path", "haproxy-mesh", cpu),
+            Reading,
+        ),
         check(
             "sidecar-mtls added p99 at --rate ≤ 0.15 ms",
             added_p99("sidecar-mtls"),

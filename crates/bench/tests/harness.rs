@@ -110,3 +110,48 @@ fn an_unknown_scenario_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// The mesh path built from nginx and from HAProxy (three chained proxies, mTLS between them,
+/// each verifying the next one's certificate) answers through all three hops — or, where the
+/// proxy is not installed, the row says so and names the script that installs it.
+#[test]
+fn the_third_party_mesh_rows_answer_through_three_hops_or_say_why_not() {
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-peers.json");
+    let _ = std::fs::remove_file(&json);
+    let output = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
+        .args(["--only", "direct,nginx-mesh,haproxy-mesh"])
+        .args(["--seconds", "1", "--rate", "200", "--connections", "4"])
+        .arg("--warden")
+        .arg(warden())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run warden-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "warden-bench failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the --json file")).expect("JSON");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    for (row, program) in [("nginx-mesh", "nginx"), ("haproxy-mesh", "haproxy")] {
+        let s = scenarios
+            .iter()
+            .find(|s| s["name"] == row)
+            .unwrap_or_else(|| panic!("no {row} row in {report}"));
+        let installed = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            let why = s["skipped"].as_str().unwrap_or_default();
+            assert!(
+                why.contains("not installed (scripts/install-bench-deps.sh)"),
+                "{s}"
+            );
+            eprintln!("SKIPPED {row}: {program} is not installed (scripts/install-bench-deps.sh)");
+            continue;
+        }
+        assert!(number(s, "rps") > 0.0, "{s}");
+        // Three proxies' masters and workers were measured.
+        assert!(number(s, "cpu_us_per_request") > 0.0, "{s}");
+    }
+}
