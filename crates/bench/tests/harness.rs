@@ -25,12 +25,12 @@ fn number(value: &serde_json::Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} missing or not a number in {value}"))
 }
 
-#[test]
-fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
-    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke.json");
+/// Runs `warden-bench --only SCENARIOS` for one second per loop: (its table, its JSON report).
+fn short_run(scenarios: &str) -> (String, serde_json::Value) {
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{scenarios}.json"));
     let _ = std::fs::remove_file(&json);
     let output = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
-        .args(["--only", "direct,sidecar-mtls,mesh-path,handshakes,memory"])
+        .args(["--only", scenarios])
         .args(["--seconds", "1", "--rate", "200", "--connections", "4"])
         .arg("--warden")
         .arg(warden())
@@ -38,9 +38,16 @@ fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
         .arg(&json)
         .output()
         .expect("run warden-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "warden-bench failed:\n{stderr}");
+    let report =
+        serde_json::from_slice(&std::fs::read(&json).expect("the --json file")).expect("JSON");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), report)
+}
+
+#[test]
+fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
+    let (stdout, report) = short_run("direct,sidecar-mtls,mesh-path,handshakes,memory");
     for row in ["| direct |", "| sidecar-mtls |", "| mesh-path |"] {
         assert!(stdout.contains(row), "no {row} row in:\n{stdout}");
     }
@@ -49,8 +56,6 @@ fn a_short_run_reports_every_figure_of_the_scenarios_it_ran() {
         "nginx was not asked for"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the --json file")).expect("JSON");
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = scenarios
         .iter()
@@ -116,21 +121,7 @@ fn an_unknown_scenario_is_refused_by_name() {
 /// proxy is not installed, the row says so and names the script that installs it.
 #[test]
 fn the_third_party_mesh_rows_answer_through_three_hops_or_say_why_not() {
-    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-peers.json");
-    let _ = std::fs::remove_file(&json);
-    let output = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
-        .args(["--only", "direct,nginx-mesh,haproxy-mesh"])
-        .args(["--seconds", "1", "--rate", "200", "--connections", "4"])
-        .arg("--warden")
-        .arg(warden())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run warden-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "warden-bench failed:\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the --json file")).expect("JSON");
+    let (_, report) = short_run("direct,nginx-mesh,haproxy-mesh");
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     for (row, program) in [("nginx-mesh", "nginx"), ("haproxy-mesh", "haproxy")] {
         let s = scenarios
