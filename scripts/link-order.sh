@@ -12,8 +12,29 @@
 # when dependencies or the toolchain change (stale names are skipped by the linker).
 #
 # Usage: scripts/link-order.sh   (needs valgrind, python3; ~10 minutes on 2 cores)
+#        scripts/link-order.sh --check   (after a release build: how many of the listed
+#        functions target/release/warden still has; exits 1 below 99 %, when the list is
+#        stale enough to cost idle memory, as renamed functions did in docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --check ]; then
+  python3 - target/release/warden crates/cli/link-order.txt <<'PY'
+import subprocess, sys
+binary, listed = sys.argv[1:]
+try:
+    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
+except (OSError, subprocess.CalledProcessError) as e:
+    sys.exit(f"link-order --check: cannot read the symbols of {binary} ({e}); build it with cargo build --release -p warden-cli")
+text = {p[2] for p in (l.split() for l in nm.stdout.splitlines()) if len(p) == 3 and p[1] in "tTwW"}
+names = [l.strip() for l in open(listed) if l.strip() and not l.startswith("#")]
+found = sum(n in text for n in names)
+share = found / max(len(names), 1)
+print(f"link-order --check: {found} of the {len(names)} functions in {listed} are in {binary} ({share:.1%})")
+if share < 0.99:
+    sys.exit("link-order --check: the list is stale; regenerate it with scripts/link-order.sh")
+PY
+  exit
+fi
 command -v valgrind >/dev/null || { echo "link-order: valgrind is missing (apt-get install valgrind)" >&2; exit 2; }
 cargo build --release -p warden-cli -p warden-bench
 work=$(mktemp -d)
