@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
-/// Warden against a direct connection and nginx, side by side.
+/// Warden against a direct connection, nginx and HAProxy, side by side.
 #[derive(Debug, Parser)]
 #[command(name = "warden-bench", version)]
 struct Args {
