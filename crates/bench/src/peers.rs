@@ -115,9 +115,11 @@ impl Peer {
         let mut procs = Procs::default();
         let mut hop = |name: &str, hop: Hop| -> anyhow::Result<SocketAddr> {
             let listen = free()?;
-            let child = match self.program() {
-                "nginx" => nginx(program, &dir.join(name), listen, &hop)?,
-                _ => haproxy(program, &dir.join(name), listen, &hop)?,
+            let child = match self {
+                Peer::NginxMtls | Peer::NginxMesh => nginx(program, &dir.join(name), listen, &hop)?,
+                Peer::HaproxyMtls | Peer::HaproxyMesh => {
+                    haproxy(program, &dir.join(name), listen, &hop)?
+                }
             };
             procs.0.push(child);
             wait_listening(listen).map_err(|e| {

@@ -107,10 +107,7 @@ where
 {
     let response = upstreams.send(request, via).await;
     let status = response.status().as_u16();
-    let from_peer = response
-        .extensions()
-        .get::<warden_proxy::http::GeneratedError>()
-        .is_none();
+    let from_peer = warden_proxy::http::answered_by_peer(&response);
     let body = response
         .into_body()
         .collect()

@@ -121,6 +121,13 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 #[derive(Debug, Clone)]
 pub struct GeneratedError(pub String);
 
+/// Whether the peer itself answered `response` (over the connection, mTLS proving the expected
+/// ID when there was one): not an error this process made up because there was no answer
+/// (refused connect, failed handshake, timeout). What attests a sidecar whose app has no card.
+pub fn answered_by_peer<B>(response: &Response<B>) -> bool {
+    response.extensions().get::<GeneratedError>().is_none()
+}
+
 /// A JSON error response: `{"error": {"code": …, "rule": …, "message": …}}`.
 pub fn json_error(status: StatusCode, rule: &str, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({

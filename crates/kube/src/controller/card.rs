@@ -32,7 +32,7 @@ use warden_identity::{IdentityCell, SvidSource};
 use warden_model::resources::{CardStatus, TransportSecurity};
 use warden_model::{CompiledAgent, MtlsMode};
 use warden_proxy::forward::{Upstreams, Via};
-use warden_proxy::http::GeneratedError;
+use warden_proxy::http::answered_by_peer;
 
 use crate::endpoints::{SERVICE_NAME_LABEL, endpoint_map};
 
@@ -146,10 +146,7 @@ impl CardFetcher {
         let exchange = async {
             let response = upstreams.send(request, via).await;
             let status = response.status();
-            // No GeneratedError: the peer answered over the connection (mTLS proving `via`'s
-            // ID), not an error this process made up for a refused connect, a failed
-            // handshake or a timeout.
-            let from_peer = response.extensions().get::<GeneratedError>().is_none();
+            let from_peer = answered_by_peer(&response);
             let body = Limited::new(response.into_body(), MAX_CARD_BYTES)
                 .collect()
                 .await
@@ -169,9 +166,8 @@ impl CardFetcher {
         if let Some(card) = &agent.card
             && from_peer
         {
-            let mut fetched = fetched(agent, transport, card.to_string().as_bytes(), endpoint);
-            fetched.static_card = true;
-            return Ok(fetched);
+            let card = card.to_string();
+            return Ok(fetched(agent, transport, card.as_bytes(), endpoint, true));
         }
         if !status.is_success() {
             return Err(failed(format!(
@@ -185,16 +181,18 @@ impl CardFetcher {
                 message: format!("{what}: not JSON: {e}"),
             });
         }
-        Ok(fetched(agent, transport, &body, endpoint))
+        Ok(fetched(agent, transport, &body, endpoint, false))
     }
 }
 
-/// The status of `card`, fetched from `endpoint` over `transport`.
+/// The status of `card`, fetched from `endpoint` over `transport` (or, `static_card`, the
+/// agent's `spec.card` once `endpoint` answered).
 fn fetched(
     agent: &CompiledAgent,
     transport: Transport,
     card: &[u8],
     endpoint: &str,
+    static_card: bool,
 ) -> FetchedCard {
     FetchedCard {
         card: CardStatus {
@@ -208,7 +206,7 @@ fn fetched(
             last_fetch_time: Some(now()),
         },
         endpoint: endpoint.to_string(),
-        static_card: false,
+        static_card,
     }
 }
 
