@@ -11,12 +11,14 @@
 //! - [`authorizer`]: which verified peers an endpoint admits;
 //! - [`source`]: where the workload's own SVID comes from (Workload API, files, embedded CA);
 //! - [`ca`] and [`workload_api`]: the embedded CA and the Workload API server it backs;
-//! - [`jwt`]: JWT-SVID validation.
+//! - [`jwt`]: JWT-SVID validation;
+//! - [`file_events`]: which file events mean new content, for every file watcher.
 
 pub mod authorizer;
 pub mod bundle;
 pub mod ca;
 mod crypto;
+pub mod file_events;
 mod h2_authority;
 pub mod id;
 pub mod jwt;

@@ -242,3 +242,58 @@ async fn file_source_keeps_the_last_good_svid_when_key_and_certificate_do_not_ma
         .unwrap();
     assert_eq!(source.current().unwrap().chain(), second.chain.as_slice());
 }
+
+/// An idle workload's source must stay idle. notify reports our own reads (`open`, close
+/// after reading) as events; a source that reloaded on them re-read its three files every
+/// debounce period, forever, in every idle sidecar and gateway.
+#[tokio::test]
+async fn an_idle_file_source_does_not_keep_rereading_its_files() {
+    use notify::Watcher;
+    use notify::event::{AccessKind, EventKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(dir.path());
+    let svid_dir = dir.path().join("svid");
+    let svid = ca
+        .issue_x509(
+            &id("spiffe://warden.local/ns/a/sa/a"),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    svid.write_files(&svid_dir, ca.bundle()).unwrap();
+
+    // Counts every open of a file in the directory, whoever opens it.
+    let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut counter = notify::recommended_watcher({
+        let opens = opens.clone();
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && matches!(event.kind, EventKind::Access(AccessKind::Open(_)))
+            {
+                opens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap();
+    counter
+        .watch(&svid_dir, notify::RecursiveMode::NonRecursive)
+        .unwrap();
+
+    let source = FileSource::watch(&svid_dir).unwrap();
+    wait_ready(&source, Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_load = opens.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        after_load >= 3,
+        "the counter must see the first load's reads (saw {after_load} opens)"
+    );
+
+    // Ten debounce periods with nothing written: nothing may be read again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = opens.load(std::sync::atomic::Ordering::Relaxed) - after_load;
+    assert_eq!(
+        idle, 0,
+        "an idle source opened its files {idle} times in 1 s"
+    );
+    drop(source);
+}

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use warden_identity::file_events::may_change_content;
 use warden_identity::tls::PeerRejected;
 use warden_model::MtlsMode;
 
@@ -450,18 +451,6 @@ pub fn watch_file(path: std::path::PathBuf, on_change: impl Fn() + Send + 'stati
             on_change();
         }
     });
-}
-
-/// Whether a file event can mean new content: writes, creations, renames and removals; not
-/// reads (`open`, `read`, close after reading).
-fn may_change_content(kind: &notify::EventKind) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
-        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
-    }
 }
 
 /// SHA-256 of a file's bytes (`None` while it cannot be read).

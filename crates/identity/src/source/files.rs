@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::{IdentityCell, SvidError, SvidSource, X509Identity};
 use crate::bundle::{TrustBundle, TrustBundleSet};
+use crate::file_events::may_change_content;
 use crate::pem::{SVID_BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
 
 /// How long the directory must be quiet before the files are read.
@@ -38,7 +39,9 @@ impl FileSource {
         let (tx, mut rx) = mpsc::channel::<()>(16);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if let Ok(event) = event
+                    && may_change_content(&event.kind)
+                {
                     let _ = tx.try_send(());
                 }
             })
