@@ -507,6 +507,10 @@ pub(crate) struct SpireRun {
     parent: String,
     /// The trust bundle in SPIFFE format when `up` started (the gateway's `--jwt-bundle`).
     pub(crate) bundle: String,
+    /// The DNS names this run last brought the gateway's entry to: a gateway restart with the
+    /// same names (the first start, a manifest change that adds no namespace) asks SPIRE
+    /// nothing.
+    gateway_names: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl SpireRun {
@@ -529,18 +533,25 @@ impl SpireRun {
             sockets,
             parent,
             bundle,
+            gateway_names: std::sync::Mutex::new(None),
         };
         run.register_gateway(gateway, dns_names).await?;
         Ok(run)
     }
 
     /// Registers the gateway (`up`'s own uid) with `dns_names`, or brings its entry to them;
-    /// a name SPIRE refuses is reported (log and stderr) and left out.
+    /// a name SPIRE refuses is reported (log and stderr) and left out. Names this run already
+    /// registered are not asked for again.
     pub(crate) async fn register_gateway(
         &self,
         gateway: &SpiffeId,
         dns_names: &[String],
     ) -> Result<(), SpireError> {
+        let unchanged = |names: &Option<Vec<String>>| names.as_deref() == Some(dns_names);
+        if self.gateway_names.lock().is_ok_and(|n| unchanged(&n)) {
+            tracing::debug!(id = %gateway, "the gateway's SPIRE entry already has these names");
+            return Ok(());
+        }
         let uid = crate::users::OsUser::current().uid;
         let refused = self
             .server
@@ -549,6 +560,9 @@ impl SpireRun {
         for name in refused {
             tracing::error!(id = %name.id, name = %name.name, reason = %name.message, "SPIRE refused a DNS name of the gateway");
             eprintln!("error: {name}");
+        }
+        if let Ok(mut names) = self.gateway_names.lock() {
+            *names = Some(dns_names.to_vec());
         }
         Ok(())
     }
