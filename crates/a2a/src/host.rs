@@ -14,6 +14,25 @@ pub fn agent_host(namespace: &str, agent: &str, domain: &str) -> String {
     format!("{agent}.{namespace}.{}", domain.trim_matches('.'))
 }
 
+/// `*.{namespace}.{domain}`: the one certificate name that covers every agent host of a
+/// namespace, so the gateway's certificate grows with namespaces, not with agents.
+pub fn namespace_wildcard(namespace: &str, domain: &str) -> String {
+    format!("*.{namespace}.{}", domain.trim_matches('.'))
+}
+
+/// Whether a certificate's DNS name `cert_name` covers `host` as a client that checks host
+/// names sees it (RFC 6125 §6.4): equal ignoring case, or `*.` standing for exactly one
+/// non-empty leftmost label.
+pub fn name_covers(cert_name: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    match cert_name.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent)),
+        None => cert_name.trim_end_matches('.').eq_ignore_ascii_case(host),
+    }
+}
+
 /// The `(namespace, agent)` that `host` (a `Host`/`:authority` value or an SNI name, with or
 /// without a port; any case) names under `domain`; `None` when it is not such a host.
 pub fn route_host<'h>(host: &'h str, domain: &str) -> Option<(&'h str, &'h str)> {
@@ -69,6 +88,34 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_wildcard_covers_its_agents_and_nothing_else() {
+        let wildcard = namespace_wildcard("team-beta", "agents.example.");
+        assert_eq!(wildcard, "*.team-beta.agents.example");
+        let host = agent_host("team-beta", "specialist", "agents.example");
+        assert!(name_covers(&wildcard, &host));
+        assert!(name_covers(
+            &wildcard,
+            "Specialist.TEAM-BETA.agents.example."
+        ));
+        for other in [
+            "team-beta.agents.example",
+            "a.b.team-beta.agents.example",
+            ".team-beta.agents.example",
+            "specialist.team-alpha.agents.example",
+            "specialist.team-beta.agents.example.evil",
+        ] {
+            assert!(!name_covers(&wildcard, other), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_exact_name_covers_only_its_host() {
+        let host = agent_host("team-beta", "specialist", DEFAULT_DOMAIN);
+        assert!(name_covers(&host, &host.to_uppercase()));
+        assert!(!name_covers(&host, "desk.team-beta.a2a.localhost"));
+    }
 
     #[test]
     fn agent_hosts_parse_back_to_their_agent() {

@@ -705,6 +705,81 @@ async fn metrics_of_the_gateway_and_a_sidecar_pass_promtool_and_junk_paths_add_n
     );
 }
 
+/// `warden_gateway_uncovered_agent_hosts` at `admin`, once it reads `want` (10 s at most).
+fn wait_uncovered(admin: SocketAddr, want: u32) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = scrape(admin, TEXT_ACCEPT).1.lines().find_map(|l| {
+            l.strip_prefix("warden_gateway_uncovered_agent_hosts{host_domain=\"a2a.localhost\"} ")
+                .and_then(|v| v.parse().ok())
+        });
+        if read == Some(want) || Instant::now() > deadline {
+            return read;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// curl over TLS to `agent`'s host name at the gateway, checking the gateway's host name
+/// against its certificate as gRPC and https clients do: curl's exit code (60: no name in the
+/// certificate matches).
+fn curl_agent_host(mesh: &Mesh, agent_host: &str) -> i32 {
+    let ca = mesh.pki.dir.path().join("ca.pem");
+    let url = format!(
+        "https://{agent_host}:{}/.well-known/agent-card.json",
+        mesh.addr.port()
+    );
+    let resolve = format!("{agent_host}:{}:127.0.0.1", mesh.addr.port());
+    let (cert, key) = (mesh.pki.cert("orchestrator"), mesh.pki.key("orchestrator"));
+    let args = [
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let out = curl(&[&args[..], &["--resolve", &resolve, "-o", "/dev/null", &url]].concat());
+    out.status.code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_counts_agent_hosts_its_svid_has_no_name_for_across_a_rotation() {
+    let mesh = Mesh::start().await;
+    let (specialist, orchestrator) = (
+        "specialist.team-beta.a2a.localhost",
+        "orchestrator.team-alpha.a2a.localhost",
+    );
+    // The openssl SVID carries only the SPIFFE ID: all four agents' hosts lack a name, and a
+    // client that checks host names refuses the gateway at them.
+    assert_eq!(wait_uncovered(mesh.admin, 4), Some(4));
+    assert_eq!(curl_agent_host(&mesh, specialist), 60);
+
+    // Rotate to an SVID that also names team-beta's agents (spiffe-helper's layout).
+    let ca = warden_testkit::openssl::OpensslCa {
+        dir: mesh.pki.dir.path().to_owned(),
+        name: "ca".into(),
+    };
+    let san = format!("subjectAltName=URI:{GATEWAY},DNS:*.team-beta.a2a.localhost");
+    let mut ext = warden_testkit::openssl::svid_extensions(GATEWAY);
+    ext[0] = san;
+    let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
+    let (start, end) = (
+        warden_testkit::openssl::time_from_now(-60),
+        warden_testkit::openssl::time_from_now(3600),
+    );
+    ca.sign_leaf("gateway-named", &ext, &start, &end);
+    let dir = mesh.pki.svid_dir("gateway");
+    let from = |f: &str| mesh.pki.dir.path().join(f);
+    std::fs::copy(from("gateway-named.pem"), dir.join("svid.pem")).unwrap();
+    std::fs::copy(from("gateway-named.key"), dir.join("svid_key.pem")).unwrap();
+
+    // team-alpha's orchestrator and team-gamma's rogue are left.
+    assert_eq!(wait_uncovered(mesh.admin, 2), Some(2));
+    assert_eq!(curl_agent_host(&mesh, specialist), 0);
+    assert_eq!(curl_agent_host(&mesh, orchestrator), 60);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule() {
     let test = "a_refused_a2a_sdk_client_is_told_who_was_refused_and_by_which_rule";

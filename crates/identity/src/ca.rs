@@ -585,6 +585,9 @@ mod tests {
                 .iter()
                 .any(|n| n.contains("*.team-beta.a2a.localhost"))
         );
+        assert_eq!(crate::svid::dns_names_of(&svid.chain[0]), names);
+        let plain = ca.issue_x509(&id, Duration::from_secs(60)).expect("issued");
+        assert!(crate::svid::dns_names_of(&plain.chain[0]).is_empty());
         for bad in ["", "a b.example", "-x.example", "x.*.example", "a..b"] {
             let refused = ca.issue_x509_named(&id, &[bad.to_owned()], Duration::from_secs(60));
             assert!(

@@ -418,6 +418,26 @@ pub fn spiffe_id_of(leaf: &CertificateDer<'_>) -> Option<SpiffeId> {
     parse_leaf(leaf).ok().and_then(|c| leaf_spiffe_id(&c).ok())
 }
 
+/// The DNS names in a certificate's subjectAltName: the host names a client that checks them
+/// (gRPC, https) accepts the certificate for. Empty when there are none or the certificate
+/// does not parse.
+pub fn dns_names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(cert) = parse_leaf(leaf) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The outcome of one rule in an inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

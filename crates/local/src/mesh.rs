@@ -86,24 +86,6 @@ fn free_port_avoiding(taken: &mut Vec<u16>) -> Result<SocketAddr, UpError> {
     ))
 }
 
-/// The host names the gateway's certificate carries: `*.{namespace}.{hostDomain}` for every
-/// namespace with agents, so that clients which check the host name (every gRPC client, the
-/// SDKs over https) accept the gateway at each agent's host. The same list for the embedded
-/// CA's SVID and the gateway's SPIRE entry.
-pub(crate) fn gateway_host_names(snapshot: &MeshSnapshot) -> Vec<String> {
-    let domain = &snapshot.control_plane().host_domain;
-    let mut names: Vec<String> = snapshot
-        .agents()
-        .iter()
-        .map(|a| format!("*.{}.{domain}", a.namespace))
-        // A name the CA would refuse would leave the gateway with no SVID at all.
-        .filter(|name| warden_identity::ca::check_dns_name(name).is_ok())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 /// Supervised children that stop together (an agent's sidecar, app and Workload API socket;
 /// or the gateway).
 struct Group {
@@ -511,7 +493,7 @@ impl Mesh {
         {
             tracing::error!(dir = %dir.display(), error = %e, "cannot make the gateway's socket directory private");
         }
-        let names = gateway_host_names(&self.current());
+        let names = self.current().gateway_host_names();
         if let Some(spire) = &self.spire
             && let Err(e) = spire.register_gateway(&self.gateway_id, &names).await
         {

@@ -153,7 +153,7 @@ pub async fn up(
         Identities::EmbeddedCa => None,
         Identities::Spire(sockets) => {
             let gateway = &snapshot.control_plane().gateway;
-            let names = crate::mesh::gateway_host_names(&snapshot);
+            let names = snapshot.gateway_host_names();
             let run = SpireRun::prepare(config.spire_server.clone(), sockets, gateway, &names)
                 .await
                 .map_err(setup("registering with SPIRE"))?;

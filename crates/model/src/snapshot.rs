@@ -305,6 +305,39 @@ impl MeshSnapshot {
         &self.data.agents
     }
 
+    /// The DNS names the gateway's certificate should carry: one `*.{namespace}.{hostDomain}`
+    /// per namespace with agents, so that clients which check host names (every gRPC client,
+    /// the SDKs over https) accept the gateway at each agent's host. Sorted; a name a CA would
+    /// refuse is left out, since it would leave the gateway with no certificate at all.
+    pub fn gateway_host_names(&self) -> Vec<String> {
+        let domain = &self.control_plane().host_domain;
+        let mut names: Vec<String> = self
+            .agents()
+            .iter()
+            .map(|a| warden_a2a::host::namespace_wildcard(&a.namespace, domain))
+            .filter(|name| warden_identity::ca::check_dns_name(name).is_ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The agent hosts (`{agent}.{namespace}.{hostDomain}`) that none of `cert_names` covers:
+    /// where a client that checks host names refuses a gateway whose certificate carries only
+    /// `cert_names`.
+    pub fn agent_hosts_not_covered(&self, cert_names: &[String]) -> Vec<String> {
+        let plane = self.control_plane();
+        self.agents()
+            .iter()
+            .map(|a| plane.agent_host(&a.namespace, &a.name))
+            .filter(|host| {
+                !cert_names
+                    .iter()
+                    .any(|name| warden_a2a::host::name_covers(name, host))
+            })
+            .collect()
+    }
+
     /// An agent by namespace and name.
     pub fn agent(&self, namespace: &str, name: &str) -> Option<&CompiledAgent> {
         let i = *self.by_name.get(namespace)?.get(name)?;

@@ -325,3 +325,32 @@ fn the_host_domain_comes_from_meshconfig_with_a2a_localhost_by_default() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn the_gateway_needs_one_wildcard_per_namespace_and_says_which_hosts_lack_one() {
+    let mesh = example();
+    let names = mesh.gateway_host_names();
+    assert_eq!(
+        names,
+        [
+            "*.team-alpha.a2a.localhost",
+            "*.team-beta.a2a.localhost",
+            "*.team-gamma.a2a.localhost"
+        ]
+    );
+    assert!(mesh.agent_hosts_not_covered(&names).is_empty());
+
+    let beta_only = vec!["*.team-beta.a2a.localhost".to_owned()];
+    assert_eq!(
+        mesh.agent_hosts_not_covered(&beta_only),
+        [
+            "orchestrator.team-alpha.a2a.localhost",
+            "rogue.team-gamma.a2a.localhost"
+        ]
+    );
+    assert_eq!(
+        mesh.agent_hosts_not_covered(&[]).len(),
+        mesh.agents().len(),
+        "a certificate with no DNS names covers no agent host"
+    );
+}

@@ -27,6 +27,7 @@ use crate::config::{DynamicConfig, IdentityConfig, Limits};
 use crate::endpoints::{EndpointMap, Endpoints};
 use crate::error::SidecarError;
 use crate::forward::Upstreams;
+use crate::gateway_names::HostNameCheck;
 use crate::metrics::Metrics;
 use crate::pipeline::body::BodyRules;
 use crate::pipeline::card::Cards;
@@ -135,7 +136,9 @@ pub async fn run_gateway(
     let agents = policy.snapshot.as_ref().map_or(0, |s| s.agents().len());
     tracing::info!(listen = %config.listen, mode = %config.mode, agents, "gateway listening");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let endpoints = follow_source(&config, &policy, &metrics)?;
+    let (names, names_task) =
+        HostNameCheck::start(identity.clone(), policy.clone(), metrics.clone());
+    let endpoints = follow_source(&config, &policy, &metrics, &names)?;
     let steps = Steps {
         record: audit::Recorder::Gateway(Arc::new(Audit {
             sink,
@@ -174,6 +177,7 @@ pub async fn run_gateway(
     );
     shutdown.await;
     drain.shutdown().await;
+    names_task.abort();
     Ok(())
 }
 
@@ -189,13 +193,16 @@ fn initial_policy(config: &GatewayConfig) -> Result<Policy, String> {
 }
 
 /// Keeps the policy and the agents' addresses current from the configured source; the
-/// address table the forwarding step reads.
+/// address table the forwarding step reads. Each new snapshot is also checked against the
+/// gateway's host names.
 fn follow_source(
     config: &GatewayConfig,
     policy: &Arc<ArcSwap<Policy>>,
     metrics: &Arc<Metrics>,
+    names: &Arc<HostNameCheck>,
 ) -> Result<Arc<Endpoints>, SidecarError> {
     let (config, policy, metrics) = (config.clone(), policy.clone(), metrics.clone());
+    let names = names.clone();
     match config.source.clone() {
         Source::Files {
             snapshot,
@@ -204,7 +211,7 @@ fn follow_source(
             let endpoints = Endpoints::fixed(endpoints).map_err(SidecarError::Config)?;
             watch_file(snapshot.clone(), move || {
                 let next = read_snapshot(&snapshot).and_then(|s| load_policy(&config, &s));
-                install(next, &policy, &metrics);
+                install(next, &policy, &metrics, &names);
             });
             Ok(Arc::new(endpoints))
         }
@@ -214,7 +221,7 @@ fn follow_source(
         } => {
             let table = Arc::new(Endpoints::from_map((*endpoints.borrow()).as_ref().clone()));
             tokio::spawn(follow_endpoints(endpoints, table.clone()));
-            tokio::spawn(follow_snapshots(snapshot, config, policy, metrics));
+            tokio::spawn(follow_snapshots(snapshot, config, policy, metrics, names));
             Ok(table)
         }
     }
@@ -226,11 +233,12 @@ async fn follow_snapshots(
     config: GatewayConfig,
     policy: Arc<ArcSwap<Policy>>,
     metrics: Arc<Metrics>,
+    names: Arc<HostNameCheck>,
 ) {
     while snapshots.changed().await.is_ok() {
         let next = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = next {
-            install(load_policy(&config, &snapshot), &policy, &metrics);
+            install(load_policy(&config, &snapshot), &policy, &metrics, &names);
         }
     }
     tracing::warn!("the cluster's snapshot source ended; keeping the last snapshot");
@@ -248,13 +256,19 @@ async fn follow_endpoints(
     }
 }
 
-fn install(next: Result<Policy, String>, policy: &ArcSwap<Policy>, metrics: &Metrics) {
+fn install(
+    next: Result<Policy, String>,
+    policy: &ArcSwap<Policy>,
+    metrics: &Metrics,
+    names: &HostNameCheck,
+) {
     match next {
         Ok(next) => {
             metrics.reloads.inc();
             let version = next.snapshot.as_ref().map_or(0, |s| s.version());
             tracing::info!(version, "snapshot loaded; applies to the next request");
             policy.store(Arc::new(next));
+            names.run();
         }
         Err(e) => tracing::warn!(error = %e, "snapshot not usable; keeping the last good one"),
     }

@@ -17,6 +17,7 @@
 //! - [`pipeline`]: the request path (audit → admit → route → authenticate → classify →
 //!   authorize → delegate → forward), one file per step;
 //! - [`sidecar`] and [`gateway`]: each assembles its listeners' pipelines and reloads;
+//! - `gateway_names`: warns when the gateway's SVID lacks its agents' host names;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and starting the identity;
 //! - [`config`]: flags and the watched YAML file;
 //! - [`authn`] (JWT-SVID and OIDC tokens) and [`authz`] (callers, allow lists): the rules the
@@ -41,6 +42,7 @@ pub mod endpoints;
 pub mod error;
 pub mod forward;
 pub mod gateway;
+mod gateway_names;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

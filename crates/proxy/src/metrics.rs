@@ -52,6 +52,13 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of the gateway's host-name check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostDomainLabels {
+    /// MeshConfig `spec.gateway.hostDomain`.
+    pub host_domain: String,
+}
+
 /// Every metric of the data plane.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +80,10 @@ pub struct Metrics {
     pub gateway_denials: Family<RuleLabels, Counter>,
     /// `warden_gateway_request_duration_seconds`.
     pub gateway_latency: Histogram,
+    /// `warden_gateway_uncovered_agent_hosts`: agent hosts the gateway's SVID has no DNS
+    /// name for (see `gateway_names`). A family with one series, set only by the gateway, so
+    /// that a sidecar exports no misleading zero.
+    pub gateway_uncovered_agent_hosts: Family<HostDomainLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -86,6 +97,7 @@ impl Default for Metrics {
         let svid_expiry_seconds = Gauge::default();
         let gateway_requests = Family::default();
         let gateway_denials = Family::default();
+        let gateway_uncovered_agent_hosts = Family::default();
         let gateway_latency = Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
         ]);
@@ -120,6 +132,12 @@ impl Default for Metrics {
             svid_expiry_seconds.clone(),
         );
         registry.register(
+            "gateway_uncovered_agent_hosts",
+            "Agent hosts ({agent}.{namespace}.{hostDomain}) the gateway's SVID has no DNS name \
+             for: clients that check host names refuse the gateway there",
+            gateway_uncovered_agent_hosts.clone(),
+        );
+        registry.register(
             "gateway_requests",
             "Gateway requests by target, method, decision and status class",
             gateway_requests.clone(),
@@ -145,6 +163,7 @@ impl Default for Metrics {
             plaintext_requests,
             reloads,
             svid_expiry_seconds,
+            gateway_uncovered_agent_hosts,
         }
     }
 }

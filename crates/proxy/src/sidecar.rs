@@ -201,12 +201,7 @@ impl Sidecar {
 
     fn update_expiry_gauge(&self) {
         if let Some(identity) = self.identity.current() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            self.metrics
-                .svid_expiry_seconds
-                .set(identity.not_after() - now);
+            self.metrics.set_svid_expiry(identity.not_after());
         }
     }
 }
