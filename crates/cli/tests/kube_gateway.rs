@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::spire::{Client, sidecar_on, wait_ready, warden_as};
-use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, WARDEN, compile_example, headers};
+use common::{GATEWAY, ORCHESTRATOR, ROGUE, SPECIALIST, WARDEN, compile_example, curl, headers};
 use warden_testkit::deps::TierTimer;
 use warden_testkit::kube_api::KubeApi;
 use warden_testkit::process::{Running, free_addr, spawn_logged, wait_listening, wait_until};
@@ -251,6 +251,18 @@ async fn the_gateway_routes_by_endpointslices_and_decides_the_next_request_by_th
     );
     wait_ready(&spire, "gateway", admin);
     eprintln!("gateway --kubernetes ready in {:?}", started.elapsed());
+    // SPIRE's SVID for the gateway carries no DNS name (its entry lists none): the gateway
+    // counts the cluster's three agent hosts as ones a host-name-checking client refuses.
+    let uncovered = "warden_gateway_uncovered_agent_hosts{host_domain=\"a2a.localhost\"} 3";
+    let metrics = || {
+        let out = curl(&[&format!("http://{admin}/metrics")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics().contains(uncovered) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metrics().contains(uncovered), "{}", metrics());
 
     let orchestrator = Client::fetch(&spire, "orchestrator", UID_ORCHESTRATOR);
     let rogue = Client::fetch(&spire, "rogue", UID_ROGUE);
