@@ -136,9 +136,9 @@ pub async fn run_gateway(
     let agents = policy.snapshot.as_ref().map_or(0, |s| s.agents().len());
     tracing::info!(listen = %config.listen, mode = %config.mode, agents, "gateway listening");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let (names, names_task) =
+    let (host_names, host_names_task) =
         HostNameCheck::start(identity.clone(), policy.clone(), metrics.clone());
-    let endpoints = follow_source(&config, &policy, &metrics, &names)?;
+    let endpoints = follow_source(&config, &policy, &metrics, &host_names)?;
     let steps = Steps {
         record: audit::Recorder::Gateway(Arc::new(Audit {
             sink,
@@ -177,7 +177,7 @@ pub async fn run_gateway(
     );
     shutdown.await;
     drain.shutdown().await;
-    names_task.abort();
+    host_names_task.abort();
     Ok(())
 }
 
@@ -199,10 +199,10 @@ fn follow_source(
     config: &GatewayConfig,
     policy: &Arc<ArcSwap<Policy>>,
     metrics: &Arc<Metrics>,
-    names: &Arc<HostNameCheck>,
+    host_names: &Arc<HostNameCheck>,
 ) -> Result<Arc<Endpoints>, SidecarError> {
     let (config, policy, metrics) = (config.clone(), policy.clone(), metrics.clone());
-    let names = names.clone();
+    let host_names = host_names.clone();
     match config.source.clone() {
         Source::Files {
             snapshot,
@@ -211,7 +211,7 @@ fn follow_source(
             let endpoints = Endpoints::fixed(endpoints).map_err(SidecarError::Config)?;
             watch_file(snapshot.clone(), move || {
                 let next = read_snapshot(&snapshot).and_then(|s| load_policy(&config, &s));
-                install(next, &policy, &metrics, &names);
+                install(next, &policy, &metrics, &host_names);
             });
             Ok(Arc::new(endpoints))
         }
@@ -221,7 +221,9 @@ fn follow_source(
         } => {
             let table = Arc::new(Endpoints::from_map((*endpoints.borrow()).as_ref().clone()));
             tokio::spawn(follow_endpoints(endpoints, table.clone()));
-            tokio::spawn(follow_snapshots(snapshot, config, policy, metrics, names));
+            tokio::spawn(follow_snapshots(
+                snapshot, config, policy, metrics, host_names,
+            ));
             Ok(table)
         }
     }
@@ -233,12 +235,17 @@ async fn follow_snapshots(
     config: GatewayConfig,
     policy: Arc<ArcSwap<Policy>>,
     metrics: Arc<Metrics>,
-    names: Arc<HostNameCheck>,
+    host_names: Arc<HostNameCheck>,
 ) {
     while snapshots.changed().await.is_ok() {
         let next = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = next {
-            install(load_policy(&config, &snapshot), &policy, &metrics, &names);
+            install(
+                load_policy(&config, &snapshot),
+                &policy,
+                &metrics,
+                &host_names,
+            );
         }
     }
     tracing::warn!("the cluster's snapshot source ended; keeping the last snapshot");
@@ -260,7 +267,7 @@ fn install(
     next: Result<Policy, String>,
     policy: &ArcSwap<Policy>,
     metrics: &Metrics,
-    names: &HostNameCheck,
+    host_names: &HostNameCheck,
 ) {
     match next {
         Ok(next) => {
@@ -268,7 +275,7 @@ fn install(
             let version = next.snapshot.as_ref().map_or(0, |s| s.version());
             tracing::info!(version, "snapshot loaded; applies to the next request");
             policy.store(Arc::new(next));
-            names.run();
+            host_names.run();
         }
         Err(e) => tracing::warn!(error = %e, "snapshot not usable; keeping the last good one"),
     }
