@@ -147,6 +147,11 @@ impl CardFetcher {
             let response = upstreams.send(request, via).await;
             let status = response.status();
             let from_peer = answered_by_peer(&response);
+            if agent.card.is_some() && from_peer {
+                // The static card is taken below: the app's body is not read, so a large or
+                // slow one cannot fail an agent whose card is its spec.
+                return Ok((status, Default::default(), from_peer));
+            }
             let body = Limited::new(response.into_body(), MAX_CARD_BYTES)
                 .collect()
                 .await
